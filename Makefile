@@ -1,0 +1,34 @@
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test test-sqlite test-postgres lock bench clean
+
+setup: $(STAMP)
+
+# Reinstalls only when the lock file changes.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.lock
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/python manage.py serve
+
+# The whole suite on SQLite, and again on PostgreSQL when DATABASE_URL is set.
+test: setup
+	env -u DATABASE_URL $(VENV)/bin/pytest
+	@if [ -n "$$DATABASE_URL" ]; then echo "== PostgreSQL pass =="; $(VENV)/bin/pytest; fi
+
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet '.[test]'
+	.venv-lock/bin/pip freeze --exclude onlinescore | sed '1i # Exact versions CI and `make setup` install. Regenerate with `make lock` after editing pyproject.toml.' > requirements.lock
+	rm -rf .venv-lock
+
+bench: setup
+	$(VENV)/bin/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var

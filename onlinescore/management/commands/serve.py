@@ -1,0 +1,65 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from onlinescore.rq import embedded_redis_start, uses_embedded_redis
+from projects.services import instance_bootstrap
+
+
+class Command(BaseCommand):
+    help = "Migrate, create the first admin and key on first run, then serve the web app and one RQ worker."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+
+    def handle(self, *args, port, host, **options):
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        redis = embedded_redis_start() if uses_embedded_redis() else None  # noqa: F841 keeps it alive
+        self._announce(f"http://{host}:{port}", instance_bootstrap())
+
+        env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
+        web = [sys.executable, "-m", "gunicorn", "onlinescore.wsgi", "--bind", f"{host}:{port}",
+               "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4", "--access-logfile", "-"]  # fmt: skip
+        worker = [sys.executable, str(settings.BASE_DIR / "manage.py"), "worker"]
+        children = [subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR) for cmd in (web, worker)]
+
+        stopping = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopping.append(True))
+        try:
+            while not stopping and all(child.poll() is None for child in children):
+                time.sleep(0.3)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+            for child in children:
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+        if not stopping:
+            raise CommandError("A child process exited on its own; stopped the others.")
+
+    def _announce(self, url: str, credentials: dict | None) -> None:
+        if credentials:
+            self.stdout.write(
+                "\nFirst run: created organization {organization!r}, an admin and an API key.\n"
+                "  Admin:   {url}/admin/  login {username} / {password}\n"
+                "  API key: {api_key}\n"
+                "  (shown once; make more with `manage.py create_api_key`)\n".format(url=url, **credentials)
+            )
+        self.stdout.write(
+            f"\nonlinescore is at {url}  (API docs: {url}/api/docs/)\n"
+            f"Log to it with BRAINTRUST_APP_URL={url} BRAINTRUST_API_KEY=<key>. Ctrl-C stops it.\n"
+        )
+        self.stdout.flush()

@@ -1,0 +1,11 @@
+from .base import *  # noqa: F401,F403
+from .base import DATABASES
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # pytest-django builds an in-memory test database; WAL does not apply there.
+    DATABASES["default"]["OPTIONS"].pop("init_command")
+
+# Serve static files from the apps, without a collectstatic run.
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

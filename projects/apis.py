@@ -1,0 +1,193 @@
+"""The HTTP API: Braintrust's REST dialect, so that the unmodified SDK can log here.
+
+Views parse, call one service or selector, and serialize. Authentication is the API key
+(projects.auth); the project, the permission and tenancy are checked by `project_get`.
+"""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from onlinescore.exceptions import NotFound, ValidationError
+from projects import selectors, services
+from projects.ingest.service import logs_ingest
+from projects.ingest.wire import read_json_body
+from projects.serializers import (
+    FetchResultSerializer,
+    FetchSerializer,
+    InsertSerializer,
+    ProjectCreateSerializer,
+    ProjectRegisterSerializer,
+    ProjectSerializer,
+    RowIdsSerializer,
+)
+
+
+def _validated(serializer_class, data) -> dict:
+    if not isinstance(data, dict):
+        raise ValidationError("Expected a JSON object.", field=None)
+    unknown = sorted(set(data) - set(serializer_class().fields))
+    if unknown:
+        raise ValidationError(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class RawJSONAPIView(APIView):
+    """Reads the body itself: SDK clients post JSON without a Content-Type, sometimes gzipped."""
+
+    parser_classes: list = []
+
+    def body(self):
+        return read_json_body(self.request._request)
+
+
+class ProjectScopedAPIView(RawJSONAPIView):
+    """Resolves `project_id` from the URL and checks `object_type`/`permissions[method]`."""
+
+    object_type = "project_logs"
+    permissions = {"GET": "read", "POST": "update", "DELETE": "update"}
+
+    def get_project(self):
+        return selectors.project_get(
+            principal=self.request.auth,
+            project_id=self.kwargs["project_id"],
+            object_type=self.object_type,
+            permission=self.permissions[self.request.method],
+        )
+
+
+# --- Braintrust SDK handshake -------------------------------------------------------------
+
+
+class LoginAPI(APIView):
+    @extend_schema(request=None, responses={200: inline_serializer("Login", {"org_info": serializers.ListField()})})
+    def post(self, request):
+        base = settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
+        org = request.auth.organization
+        return Response(
+            {"org_info": [{"id": str(org.pk), "name": org.name, "api_url": base, "proxy_url": base, "git_metadata": None}]}
+        )
+
+
+class VersionAPI(APIView):
+    @extend_schema(responses={200: inline_serializer("Version", {"logs3_payload_max_bytes": serializers.IntegerField()})})
+    def get(self, request):
+        # null: the SDK then sends every batch straight to /logs3, never via the overflow path.
+        return Response({"logs3_payload_max_bytes": None})
+
+
+class Logs3API(RawJSONAPIView):
+    @extend_schema(
+        request=inline_serializer("Logs3", {"rows": serializers.ListField(), "api_version": serializers.IntegerField()}),
+        responses={200: inline_serializer("Logs3Result", {})},
+    )
+    def post(self, request):
+        body = self.body()
+        if not isinstance(body, dict) or "rows" not in body:
+            raise ValidationError('Expected {"rows": [...], "api_version": 2}.', field="rows")
+        if isinstance(body["rows"], dict):
+            raise ValidationError("Overflow uploads are not supported; /version advertises no payload limit.", field="rows")
+        logs_ingest(principal=request.auth, rows=body["rows"])
+        return Response({})
+
+
+# --- Projects ----------------------------------------------------------------------------
+
+
+class ProjectListCreateAPI(RawJSONAPIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("project_name", str, description="Only the project with this name")],
+        responses={200: inline_serializer("ProjectList", {"objects": ProjectSerializer(many=True)})},
+    )
+    def get(self, request):
+        projects = selectors.project_list(principal=request.auth, name=request.query_params.get("project_name"))
+        return Response({"objects": ProjectSerializer(projects, many=True).data})
+
+    @extend_schema(request=ProjectCreateSerializer, responses={200: ProjectSerializer})
+    def post(self, request):
+        data = _validated(ProjectCreateSerializer, self.body())
+        _check_org(request.auth, name=data.get("org_name"))
+        project, _ = services.project_get_or_create(
+            principal=request.auth, name=data["name"], description=data.get("description") or ""
+        )
+        return Response(ProjectSerializer(project).data)
+
+
+class ProjectDetailAPI(ProjectScopedAPIView):
+    object_type = "project"
+
+    @extend_schema(responses={200: ProjectSerializer})
+    def get(self, request, project_id):
+        return Response(ProjectSerializer(self.get_project()).data)
+
+    @extend_schema(responses={200: ProjectSerializer})
+    def delete(self, request, project_id):
+        project = self.get_project()
+        data = ProjectSerializer(project).data
+        services.project_delete(project=project)
+        return Response(data)
+
+
+class ProjectRegisterAPI(RawJSONAPIView):
+    """The project resolve of SDKs up to 0.34 (and of the JS SDK)."""
+
+    @extend_schema(request=ProjectRegisterSerializer, responses={200: inline_serializer("Registered", {"project": ProjectSerializer()})})
+    def post(self, request):
+        data = _validated(ProjectRegisterSerializer, self.body())
+        _check_org(request.auth, org_id=data.get("org_id"))
+        project, _ = services.project_get_or_create(principal=request.auth, name=data["project_name"])
+        return Response({"project": ProjectSerializer(project).data})
+
+
+class ProjectLegacyGetAPI(APIView):
+    @extend_schema(parameters=[OpenApiParameter("id", str, required=True)], responses={200: ProjectSerializer})
+    def get(self, request):
+        project_id = request.query_params.get("id")
+        if not project_id:
+            raise ValidationError("The id query parameter is required.", field="id")
+        project = selectors.project_get(principal=request.auth, project_id=project_id, object_type="project", permission="read")
+        return Response(ProjectSerializer(project).data)
+
+
+def _check_org(principal, *, name: str | None = None, org_id: str | None = None) -> None:
+    org = principal.organization
+    if (name and name != org.name) or (org_id and org_id != str(org.pk)):
+        raise NotFound("Organization not found.", field="org_name" if name else "org_id")
+
+
+# --- Project logs ------------------------------------------------------------------------
+
+
+class LogsInsertAPI(ProjectScopedAPIView):
+    @extend_schema(request=InsertSerializer, responses={200: RowIdsSerializer})
+    def post(self, request, project_id):
+        project = self.get_project()
+        body = self.body()
+        if not isinstance(body, dict) or "events" not in body:
+            raise ValidationError('Expected {"events": [...]}.', field="events")
+        unknown = sorted(set(body) - {"events"})
+        if unknown:
+            raise ValidationError(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+        row_ids = logs_ingest(principal=request.auth, rows=body["events"], project=project)
+        return Response({"row_ids": row_ids})
+
+
+class LogsFetchAPI(ProjectScopedAPIView):
+    permissions = {"GET": "read", "POST": "read"}
+
+    @extend_schema(parameters=[FetchSerializer], responses={200: FetchResultSerializer})
+    def get(self, request, project_id):
+        return self._fetch(_validated(FetchSerializer, request.query_params.dict()))
+
+    @extend_schema(request=FetchSerializer, responses={200: FetchResultSerializer})
+    def post(self, request, project_id):
+        body = self.body() if request._request.body.strip() else {}
+        return self._fetch(_validated(FetchSerializer, body))
+
+    def _fetch(self, params: dict) -> Response:
+        events, cursor = selectors.logs_fetch(project=self.get_project(), limit=params["limit"], cursor=params.get("cursor"))
+        return Response({"events": events, "cursor": cursor}, status=status.HTTP_200_OK)

@@ -1,0 +1,120 @@
+"""Reads. Everything here is scoped by a Principal, so no query can cross organizations."""
+
+import base64
+import binascii
+import json
+import uuid
+from collections import defaultdict
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+
+from onlinescore.exceptions import Forbidden, NotFound, ValidationError
+from projects.auth import Principal, has_permission
+from projects.models import Comment, Project, ProjectGrant, Span
+
+FETCH_DEFAULT_LIMIT = 100
+FETCH_MAX_LIMIT = 1000
+
+
+def project_get(*, principal: Principal, project_id, object_type: str, permission: str) -> Project:
+    """The project, if the principal may `permission` its `object_type`.
+
+    404 for a malformed id or a project of another organization (existence does not leak
+    across organizations); 403 for a project of the caller's organization it lacks rights on.
+    """
+    try:
+        pk = uuid.UUID(str(project_id))
+    except ValueError:
+        raise NotFound(f"Project {project_id} not found.")
+    project = Project.objects.select_related("organization").filter(pk=pk, organization=principal.organization).first()
+    if project is None:
+        raise NotFound(f"Project {project_id} not found.")
+    if not has_permission(principal, project, object_type, permission):
+        raise Forbidden(f"Missing '{permission}' permission on {object_type} of project {project.name!r}.")
+    return project
+
+
+def project_list(*, principal: Principal, name: str | None = None) -> QuerySet[Project]:
+    """Projects of the principal's organization that it may read."""
+    projects = Project.objects.filter(organization=principal.organization)
+    if not principal.is_owner:
+        readable = ProjectGrant.objects.filter(
+            user=principal.user, object_type=ProjectGrant.ObjectType.PROJECT, permission=ProjectGrant.Permission.READ
+        ).values("project_id")
+        projects = projects.filter(pk__in=readable)
+    if name is not None:
+        projects = projects.filter(name=name)
+    return projects.order_by("name")
+
+
+def logs_fetch(*, project: Project, limit: int = FETCH_DEFAULT_LIMIT, cursor: str | None = None) -> tuple[list[dict], str | None]:
+    """One page of the project's live spans, newest first, and the cursor of the next page.
+
+    Keyset pagination on (created, pk): a page never repeats or skips a row because of rows
+    inserted meanwhile, whatever their `created`. The cursor is None on the last page.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= FETCH_MAX_LIMIT:
+        raise ValidationError(f"limit must be an integer from 1 to {FETCH_MAX_LIMIT}.", field="limit")
+    spans = Span.objects.filter(project=project, deleted=False)
+    if cursor:
+        created, pk = _cursor_decode(cursor)
+        spans = spans.filter(Q(created__lt=created) | Q(created=created, pk__lt=pk))
+    page = list(spans.order_by("-created", "-pk")[: limit + 1])
+    next_cursor = _cursor_encode(page[limit - 1]) if len(page) > limit else None
+    page = page[:limit]
+    comments = defaultdict(list)
+    for comment in Comment.objects.filter(
+        project=project, deleted=False, span_row_id__in=[s.row_id for s in page]
+    ).order_by("created", "pk"):
+        comments[comment.span_row_id].append(comment_event(comment))
+    return [span_event(span, comments.get(span.row_id, [])) for span in page], next_cursor
+
+
+def span_event(span: Span, comments: list[dict] | None = None) -> dict:
+    """A stored span in Braintrust's log event shape."""
+    return {
+        "id": span.row_id,
+        "_xact_id": str(span.xact_id),
+        "created": span.created.isoformat(),
+        "project_id": str(span.project_id),
+        "log_id": "g",
+        "span_id": span.span_id,
+        "root_span_id": span.root_span_id,
+        "span_parents": span.span_parents,
+        "is_root": span.is_root,
+        "span_attributes": span.span_attributes,
+        "input": span.input,
+        "output": span.output,
+        "expected": span.expected,
+        "error": span.error,
+        "scores": span.scores,
+        "metadata": span.metadata,
+        "metrics": span.metrics,
+        "tags": span.tags,
+        "context": span.context,
+        "origin": span.origin,
+        "comments": comments or [],
+    }
+
+
+def comment_event(comment: Comment) -> dict:
+    return {
+        "id": comment.row_id,
+        "_xact_id": str(comment.xact_id),
+        "created": comment.created.isoformat(),
+        "comment": comment.comment,
+        "origin": comment.origin,
+    }
+
+
+def _cursor_encode(span: Span) -> str:
+    return base64.urlsafe_b64encode(json.dumps([span.created.isoformat(), span.pk]).encode()).decode()
+
+
+def _cursor_decode(cursor: str) -> tuple[datetime, int]:
+    try:
+        created, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), int(pk)
+    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raise ValidationError("cursor is not a cursor returned by this endpoint.", field="cursor")

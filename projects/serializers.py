@@ -1,0 +1,43 @@
+from rest_framework import serializers
+
+from projects.models import Project
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    org_id = serializers.UUIDField(source="organization_id", read_only=True)
+    user_id = serializers.IntegerField(source="created_by_id", read_only=True)
+
+    class Meta:
+        model = Project
+        fields = ["id", "org_id", "name", "description", "created", "user_id"]
+
+
+class ProjectCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="")
+    org_name = serializers.CharField(required=False, allow_null=True)
+
+
+class ProjectRegisterSerializer(serializers.Serializer):
+    project_name = serializers.CharField(max_length=200)
+    org_id = serializers.CharField(required=False, allow_null=True)
+
+
+class FetchSerializer(serializers.Serializer):
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+    cursor = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+
+class InsertSerializer(serializers.Serializer):
+    """Documentation of POST /v1/project_logs/{id}/insert; the body is validated row by row."""
+
+    events = serializers.ListField(child=serializers.DictField())
+
+
+class RowIdsSerializer(serializers.Serializer):
+    row_ids = serializers.ListField(child=serializers.CharField())
+
+
+class FetchResultSerializer(serializers.Serializer):
+    events = serializers.ListField(child=serializers.DictField())
+    cursor = serializers.CharField(allow_null=True)
