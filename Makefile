@@ -1,6 +1,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The older Braintrust SDK, driven by the end-to-end tests beside the pinned current one.
+LEGACY_SDK := .venv-sdk-legacy
+LEGACY_STAMP := $(LEGACY_SDK)/.installed
 
 .PHONY: setup run test test-sqlite test-postgres lock bench clean
 
@@ -13,11 +16,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/pip install --quiet -r requirements.lock
 	touch $(STAMP)
 
+$(LEGACY_STAMP): tests/e2e/legacy-sdk.lock
+	test -x $(LEGACY_SDK)/bin/python || $(PYTHON) -m venv $(LEGACY_SDK)
+	$(LEGACY_SDK)/bin/pip install --quiet -r tests/e2e/legacy-sdk.lock
+	touch $(LEGACY_STAMP)
+
 run: setup
 	$(VENV)/bin/python manage.py serve
 
 # The whole suite on SQLite, and again on PostgreSQL when DATABASE_URL is set.
-test: setup
+test: setup $(LEGACY_STAMP)
 	env -u DATABASE_URL $(VENV)/bin/pytest
 	@if [ -n "$$DATABASE_URL" ]; then echo "== PostgreSQL pass =="; $(VENV)/bin/pytest; fi
 
@@ -31,4 +39,4 @@ bench: setup
 	$(VENV)/bin/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) $(LEGACY_SDK) var

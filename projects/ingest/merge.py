@@ -27,12 +27,12 @@ def apply_write(
 
     A replace (or any write to a missing row) stores `incoming` as it is. A merge deep-merges
     it: objects recursively, except below a path of `merge_paths`; `tags` set-unioned; any
-    other value replaced; identity fields kept from `stored`. Neither argument is modified.
+    other value replaced; identity fields ignored (they stay as `stored` has them, even absent). Neither argument is modified.
     """
     if stored is None or not is_merge:
         return copy.deepcopy(incoming)
     merged = copy.deepcopy(stored)
-    updates = {k: v for k, v in incoming.items() if k not in IDENTITY_FIELDS or k not in stored}
+    updates = {k: v for k, v in incoming.items() if k not in IDENTITY_FIELDS}
     _merge_into(merged, copy.deepcopy(updates), (), {tuple(p) for p in merge_paths})
     return merged
 

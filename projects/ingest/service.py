@@ -200,27 +200,34 @@ def _ended(span: Span, document: dict) -> EndedSpan:
 def _apply_comments(writes: list[Write], projects: dict[int, Project], xact: Transaction) -> None:
     if not writes:
         return
-    stored = _load(Comment, {(projects[w.index].pk, w.row_id) for w in writes})
-    changed: dict[tuple, Comment] = {}
+    comments = _load(Comment, {(projects[w.index].pk, w.row_id) for w in writes})
+    before = {key: _comment_state(c) for key, c in comments.items()}
     for w in writes:
         key = (projects[w.index].pk, w.row_id)
-        comment = changed.get(key) or stored.get(key) or Comment(project_id=key[0], row_id=w.row_id)
+        comment = comments.get(key)
         if w.delete:
-            if comment.pk is None and key not in changed:
-                continue
-            comment.deleted = True
-        else:
-            comment.comment = w.document["comment"]
-            comment.origin = w.document["origin"]
-            comment.span_row_id = w.document["origin"]["id"]
-            comment.created = w.document.get("created") or comment.created or xact.created
-            comment.deleted = False
+            if comment is not None:
+                comment.deleted = True
+            continue
+        comment = comments.setdefault(key, Comment(project_id=key[0], row_id=w.row_id, created=xact.created))
+        comment.comment = w.document["comment"]
+        comment.origin = w.document["origin"]
+        comment.span_row_id = w.document["origin"]["id"]
+        comment.created = w.document.get("created") or comment.created
+        comment.deleted = False
+    changed = [c for key, c in comments.items() if _comment_state(c) != before.get(key)]
+    for comment in changed:
         comment.xact_id = xact.id
-        changed[key] = comment
-    Comment.objects.bulk_create([c for c in changed.values() if c.pk is None])
-    existing = [c for c in changed.values() if c.pk is not None]
-    if existing:
-        Comment.objects.bulk_update(existing, ["comment", "origin", "span_row_id", "created", "xact_id", "deleted"])
+    Comment.objects.bulk_create([c for c in changed if c.pk is None])
+    if any(c.pk is not None for c in changed):
+        Comment.objects.bulk_update([c for c in changed if c.pk is not None], [*_COMMENT_FIELDS, "xact_id"])
+
+
+_COMMENT_FIELDS = ("comment", "origin", "span_row_id", "created", "deleted")
+
+
+def _comment_state(comment: Comment) -> tuple:
+    return tuple(getattr(comment, name) for name in _COMMENT_FIELDS)
 
 
 def _load(model, keys: set[tuple]) -> dict[tuple, Any]:

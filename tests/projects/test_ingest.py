@@ -1,0 +1,199 @@
+"""The span store's write path: replace, merge, delete, comments, idempotency and "ended"."""
+
+import copy
+
+import pytest
+from braintrust.merge_row_batch import merge_row_batch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from projects.auth import principal_from_key
+from projects.ingest.service import logs_ingest
+from projects.models import Comment, Span, Transaction
+from projects.selectors import logs_fetch
+from projects.signals import spans_ended
+from tests.conftest import member_key
+from tests.factories import ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ended():
+    """Every EndedSpan emitted while the test runs, with the event it came in."""
+    events = []
+
+    def receiver(sender, ended, **kwargs):
+        events.append(list(ended))
+
+    spans_ended.connect(receiver)
+    yield events
+    spans_ended.disconnect(receiver)
+
+
+def start(row_id, **fields):
+    return {"id": row_id, "span_id": f"s-{row_id}", "root_span_id": "root", "span_parents": ["root"],
+            "created": "2026-11-26T09:50:22.369840+00:00", "metrics": {"start": 1.0},
+            "span_attributes": {"name": "step", "type": "function"}, **fields}  # fmt: skip
+
+
+def merge(row_id, **fields):
+    return {"id": row_id, "_is_merge": True, **fields}
+
+
+def insert(api, project, *rows):
+    response = api.post(f"/v1/project_logs/{project.pk}/insert", {"events": list(rows)})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def stored(project, row_id):
+    return Span.objects.get(project=project, row_id=row_id)
+
+
+def test_insert_returns_row_ids_aligned_with_the_events_and_generates_missing_ones(owner, project):
+    row_ids = insert(owner, project, start("a"), {"input": "no id"}, merge("a", output=1))["row_ids"]
+    assert row_ids[0] == "a" and row_ids[2] == "a"
+    generated = stored(project, row_ids[1])
+    assert generated.span_id == row_ids[1] and generated.root_span_id == row_ids[1] and generated.is_root
+
+
+def test_a_merge_after_a_separate_request_deep_merges_and_keeps_created(owner, project):
+    insert(owner, project, start("a", metadata={"a": {"x": 1}}, tags=["t1"]))
+    insert(owner, project, merge("a", metadata={"a": {"y": 2}}, tags=["t2"], created="2030-01-01T00:00:00Z",
+                                 span_parents=None, output="answer"))  # fmt: skip
+    span = stored(project, "a")
+    assert span.metadata == {"a": {"x": 1, "y": 2}}
+    assert span.tags == ["t1", "t2"]
+    assert span.output == "answer"
+    assert span.created.isoformat() == "2026-11-26T09:50:22.369840+00:00"
+    assert span.span_parents == ["root"] and not span.is_root
+
+
+def test_a_replace_overwrites_the_whole_row(owner, project):
+    insert(owner, project, start("a", input="old", output="old", metadata={"k": 1}))
+    insert(owner, project, start("a", input="new"))
+    span = stored(project, "a")
+    assert (span.input, span.output, span.metadata) == ("new", None, None)
+
+
+def test_object_delete_tombstones_the_row_and_hides_it_from_fetch(owner, project):
+    insert(owner, project, start("a"), start("b"))
+    insert(owner, project, {"id": "a", "_object_delete": True})
+    assert stored(project, "a").deleted
+    events, _ = logs_fetch(project=project)
+    assert [e["id"] for e in events] == ["b"]
+
+
+def test_a_comment_row_is_stored_as_a_comment_on_its_span(owner, project):
+    insert(owner, project, start("a"))
+    insert(owner, project, {"id": "c1", "comment": {"text": "nice"}, "origin": {"id": "a"},
+                            "_audit_source": "external", "_audit_metadata": None})  # fmt: skip
+    comment = Comment.objects.get(project=project, row_id="c1")
+    assert comment.span_row_id == "a" and comment.comment == {"text": "nice"}
+    assert not Span.objects.filter(row_id="c1").exists()
+    events, _ = logs_fetch(project=project)
+    assert [c["comment"] for c in events[0]["comments"]] == [{"text": "nice"}]
+
+
+def test_sending_the_same_batch_twice_changes_nothing(owner, project, ended):
+    batch = [start("a", input=1), merge("a", output=2, metrics={"end": 2.0}), start("b", tags=["x"]),
+             merge("b", tags=["y"]), {"id": "c1", "comment": {"text": "hi"}, "origin": {"id": "a"}}]  # fmt: skip
+    insert(owner, project, *batch)
+    before = list(Span.objects.order_by("pk").values())
+    comments = list(Comment.objects.values())
+    insert(owner, project, *copy.deepcopy(batch))
+    assert list(Span.objects.order_by("pk").values()) == before
+    assert list(Comment.objects.values()) == comments
+    assert len([e for event in ended for e in event]) == 1
+
+
+def test_xact_ids_grow_with_each_write(owner, project):
+    insert(owner, project, start("a"))
+    first = stored(project, "a").xact_id
+    insert(owner, project, merge("a", output=1))
+    assert stored(project, "a").xact_id > first
+    assert Transaction.objects.filter(pk=stored(project, "a").xact_id).exists()
+
+
+# --- "span ended" ------------------------------------------------------------------------
+
+
+def test_a_span_ends_when_metrics_end_first_appears(owner, project, ended):
+    insert(owner, project, start("a", input="q"))
+    assert ended == [] and stored(project, "a").ended_at is None
+    insert(owner, project, merge("a", output="answer", metrics={"end": 2.0}))
+    [[event]] = ended
+    assert event.span.row_id == "a" and event.span.pk == stored(project, "a").pk
+    assert event.row["output"] == "answer" and event.row["metrics"] == {"start": 1.0, "end": 2.0}
+    assert stored(project, "a").ended_at is not None
+
+
+def test_the_event_carries_the_row_as_merged_at_its_end_not_later_data(owner, project, ended):
+    insert(owner, project, start("a"), merge("a", output="at end", metrics={"end": 2.0}), merge("a", output="later"))
+    [[event]] = ended
+    assert event.row["output"] == "at end"
+    assert event.at_end.output == "at end"
+    assert stored(project, "a").output == "later"
+
+
+def test_writes_after_the_end_never_emit_again(owner, project, ended):
+    insert(owner, project, start("a", metrics={"start": 1.0, "end": 2.0}))
+    insert(owner, project, merge("a", output="late", metrics={"end": 3.0}))
+    insert(owner, project, start("a", metrics={"start": 1.0, "end": 4.0}))
+    assert len(ended) == 1
+
+
+def test_a_span_ended_in_its_only_row_emits_once(owner, project, ended):
+    insert(owner, project, start("a", metrics={"start": 1.0, "end": 2.0}), start("b"))
+    assert [[e.span.row_id for e in event] for event in ended] == [["a"]]
+
+
+def test_the_event_is_sent_inside_the_ingest_transaction(owner, project):
+    from django.db import connection
+
+    seen = []
+
+    def receiver(sender, ended, **kwargs):
+        seen.append(connection.in_atomic_block)
+
+    spans_ended.connect(receiver)
+    try:
+        insert(owner, project, start("a", metrics={"start": 1.0, "end": 2.0}))
+    finally:
+        spans_ended.disconnect(receiver)
+    assert seen == [True]
+
+
+# --- Property: the same stream through the store, one request per row or batched by the SDK.
+
+partials = st.fixed_dictionaries(
+    {},
+    optional={
+        "output": st.integers(0, 3),
+        "metadata": st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3), max_size=2),
+        "tags": st.lists(st.sampled_from(["t1", "t2"]), max_size=2),
+        "metrics": st.dictionaries(st.sampled_from(["end", "tokens"]), st.integers(1, 3), max_size=2),
+    },
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=st.lists(st.tuples(st.sampled_from(["a", "b"]), partials), min_size=1, max_size=8))
+def test_the_store_agrees_with_the_sdk_batching(org, stream):
+    # As the SDK logs a span: its first row replaces, every later one merges.
+    rows, seen = [], set()
+    for row_id, fields in stream:
+        rows.append({"id": row_id, "log_id": "g", **({"_is_merge": True} if row_id in seen else {}), **fields})
+        seen.add(row_id)
+    principal = principal_from_key(member_key(org, role="owner"))
+    one_by_one, batched = ProjectFactory(organization=org), ProjectFactory(organization=org)
+    for row in rows:
+        logs_ingest(principal=principal, rows=[copy.deepcopy(row)], project=one_by_one)
+    logs_ingest(principal=principal, rows=merge_row_batch(copy.deepcopy(rows)), project=batched)
+
+    def state(project):
+        return {s.row_id: (s.output, s.metadata, s.tags, s.metrics, s.ended_at is not None)
+                for s in Span.objects.filter(project=project)}  # fmt: skip
+
+    assert state(batched) == state(one_by_one)
