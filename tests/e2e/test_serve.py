@@ -1,0 +1,90 @@
+"""`manage.py serve`, what `make run` runs: first-run credentials, web + worker, Ctrl-C stops all."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+import requests
+from django.conf import settings
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_until(process, pattern: str, timeout: float = 90) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        seen += line
+        if re.search(pattern, seen):
+            return seen
+    raise AssertionError(f"{pattern!r} never appeared in:\n{seen}")
+
+
+def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(ONLINESCORE_VAR_DIR=str(tmp_path), PORT=str(port), PYTHONUNBUFFERED="1", WEB_CONCURRENCY="1")
+    process = subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        output = read_until(process, r"Ctrl-C stops it")
+        key = re.search(r"API key: (\S+)", output).group(1)
+        assert re.search(rf"login admin / \S+", output)
+        assert f"http://127.0.0.1:{port}" in output
+
+        headers = {"Authorization": f"Bearer {key}"}
+        for _ in range(100):
+            try:
+                response = requests.post(f"http://127.0.0.1:{port}/v1/project", json={"name": "demo"}, headers=headers, timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        assert response.status_code == 200, response.text
+        assert (tmp_path / "onlinescore.sqlite3").exists()
+        assert (tmp_path / "redis.sock").exists()
+
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert any("gunicorn" in " ".join(c.cmdline()) for c in children)
+        assert any("worker" in c.cmdline() for c in children)
+        embedded_redis = redis.Redis(unix_socket_path=str(tmp_path / "redis.sock"))
+        assert embedded_redis.ping()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    time.sleep(0.5)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    with pytest.raises(redis.ConnectionError):
+        embedded_redis.ping()
+
+    # A second run keeps the data and does not make new credentials.
+    second = subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        output = read_until(second, r"Ctrl-C stops it")
+        assert "First run" not in output
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(timeout=30)
