@@ -4,6 +4,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -61,7 +62,9 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
             except requests.ConnectionError:
                 time.sleep(0.2)
         assert response.status_code == 200, response.text
-        assert (tmp_path / "onlinescore.sqlite3").exists()
+        database = sqlite3.connect(tmp_path / "onlinescore.sqlite3")
+        assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        database.close()
         assert (tmp_path / "redis.sock").exists()
 
         children = psutil.Process(process.pid).children(recursive=True)
