@@ -40,14 +40,18 @@ def read_until(process, pattern: str, timeout: float = 90) -> str:
     raise AssertionError(f"{pattern!r} never appeared in:\n{seen}")
 
 
+def serve(env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
 def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(ONLINESCORE_VAR_DIR=str(tmp_path), PORT=str(port), PYTHONUNBUFFERED="1", WEB_CONCURRENCY="1")
-    process = subprocess.Popen(
-        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+    process = serve(env)
     try:
         output = read_until(process, r"Ctrl-C stops it")
         key = re.search(r"API key: (\S+)", output).group(1)
@@ -81,10 +85,7 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
         embedded_redis.ping()
 
     # A second run keeps the data and does not make new credentials.
-    second = subprocess.Popen(
-        [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+    second = serve(env)
     try:
         output = read_until(second, r"Ctrl-C stops it")
         assert "First run" not in output
