@@ -93,7 +93,9 @@ class Workload:
             self.streams.append(batches)
 
     def bodies(self) -> list[list[bytes]]:
-        return [[json.dumps({"rows": b, "api_version": 2}).encode() for b in stream] for stream in self.streams]
+        return [
+            [json.dumps({"rows": b, "api_version": 2}).encode() for b in stream] for stream in self.streams
+        ]
 
     def batches_round_robin(self) -> list[list[dict]]:
         out, longest = [], max(len(s) for s in self.streams)
@@ -123,7 +125,12 @@ class Workload:
     def _span(self, kind: str, span_id: str, root: str, t0: float) -> tuple[dict, dict]:
         self.exec_counter += 1
         row_id = self._id()
-        ids = {"id": row_id, "span_id": span_id, "root_span_id": root, "span_parents": None if span_id == root else [root]}
+        ids = {
+            "id": row_id,
+            "span_id": span_id,
+            "root_span_id": root,
+            "span_parents": None if span_id == root else [root],
+        }
         routing = {"project_id": self.project_id, "log_id": "g"}
         if kind == "task":
             name, input_ = "answer_question", {"question": self._text(30), "conversation_id": self._id()}
@@ -135,13 +142,25 @@ class Workload:
         elif kind == "tool":
             name, input_ = "retrieve", {"query": self._text(15), "k": 5, "filters": {"lang": "en"}}
             metadata = {"index": "kb-v7", "embedding_model": "text-embedding-3-small"}
-            output = [{"id": self._id(), "score": round(self.rng.random(), 4), "text": self._text(25)} for _ in range(5)]
+            output = [
+                {"id": self._id(), "score": round(self.rng.random(), 4), "text": self._text(25)}
+                for _ in range(5)
+            ]
             scores, metrics = None, {}
         elif kind == "llm":
             name = "Chat Completion"
-            input_ = [{"role": "system", "content": self._text(60)}, {"role": "user", "content": self._text(90)}]
+            input_ = [
+                {"role": "system", "content": self._text(60)},
+                {"role": "user", "content": self._text(90)},
+            ]
             metadata = {"model": "gpt-4o-mini", "temperature": 0.2, "max_tokens": 512, "provider": "openai"}
-            output = [{"index": 0, "message": {"role": "assistant", "content": self._text(80)}, "finish_reason": "stop"}]
+            output = [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self._text(80)},
+                    "finish_reason": "stop",
+                }
+            ]
             scores = None
             prompt, completion = self.rng.randrange(200, 1500), self.rng.randrange(20, 400)
             metrics = {"prompt_tokens": prompt, "completion_tokens": completion, "tokens": prompt + completion,
@@ -156,8 +175,11 @@ class Workload:
             "metadata": metadata,
             "metrics": {"start": t0},
             "created": datetime.fromtimestamp(t0, timezone.utc).isoformat(),
-            "context": {"caller_functionname": name, "caller_filename": "/srv/app/pipeline.py",
-                        "caller_lineno": self.rng.randrange(20, 400)},  # fmt: skip
+            "context": {
+                "caller_functionname": name,
+                "caller_filename": "/srv/app/pipeline.py",
+                "caller_lineno": self.rng.randrange(20, 400),
+            },  # fmt: skip
             "_is_merge": False,
             **routing,
         }
@@ -188,7 +210,9 @@ class Instance:
         else:
             os.environ.pop("DATABASE_URL", None)
         os.environ.pop("REDIS_URL", None)  # ingest needs no Redis; never touch a real one from here
-        (self.tmp / "var" / "static").mkdir(parents=True)  # as after collectstatic: no warning from whitenoise
+        (self.tmp / "var" / "static").mkdir(
+            parents=True
+        )  # as after collectstatic: no warning from whitenoise
 
     def _database(self, url: str | None) -> str | None:
         if not url:
@@ -206,7 +230,7 @@ class Instance:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{self.db_name}"')
         except psycopg.Error as exc:
-            raise SystemExit(f"Cannot create a throwaway database through {url}: {exc}")
+            raise SystemExit(f"Cannot create a throwaway database through {url}: {exc}") from exc
         parts = urlsplit(url)
         return urlunsplit(parts._replace(path="/" + self.db_name))
 
@@ -388,7 +412,9 @@ def verify(project, workload: Workload) -> str | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20_000, help="rows per measurement (default 20000)")
-    parser.add_argument("--repeat", type=int, default=3, help="measurements of each kind; the median is reported")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="measurements of each kind; the median is reported"
+    )
     parser.add_argument("--clients", type=int, default=2, help="concurrent HTTP client threads (default 2)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                         help="PostgreSQL server to create a throwaway database on (default: $DATABASE_URL, "
@@ -445,7 +471,9 @@ def run(instance: Instance, args) -> int:
           f"(up in {time.perf_counter() - t_start:.1f} s)")  # fmt: skip
 
     # Warm up both workers (imports, URL resolver, first connections) and the ORM path.
-    warm = Workload(project_id=str(project("warmup-http").pk), rows=20 * BATCH_ROWS, streams=args.clients, seed=1)
+    warm = Workload(
+        project_id=str(project("warmup-http").pk), rows=20 * BATCH_ROWS, streams=args.clients, seed=1
+    )
     measure_http(base, key, warm.bodies(), warm.rows)
     warm_orm = Workload(project_id="-", rows=4 * BATCH_ROWS, streams=1, seed=2)
     measure_orm(project("warmup-orm"), warm_orm.batches_round_robin(), warm_orm.rows)
@@ -464,7 +492,10 @@ def run(instance: Instance, args) -> int:
         http_rates.append(measure_http(base, key, bodies, work.rows))
         orm_rates.append(measure_orm(orm_project, work.batches_round_robin(), work.rows))
         checks += [(http_project, work), (orm_project, work)]
-        print(f"{i:>4} {http_rates[-1]:>12.0f} {orm_rates[-1]:>12.0f} {http_rates[-1] / orm_rates[-1]:>7.2f}", flush=True)
+        print(
+            f"{i:>4} {http_rates[-1]:>12.0f} {orm_rates[-1]:>12.0f} {http_rates[-1] / orm_rates[-1]:>7.2f}",
+            flush=True,
+        )
 
     http_med, orm_med = statistics.median(http_rates), statistics.median(orm_rates)
     ratio = http_med / orm_med

@@ -72,7 +72,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         field, message = _first_validation_error(exc.detail)
         body = error_body(message, "invalid", **({"field": field} if field else {}))
     else:
-        body = error_body(str(exc.detail), exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code)
+        body = error_body(
+            str(exc.detail), exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
+        )
     return Response(body, status=exc.status_code, headers=headers)
 
 

@@ -74,7 +74,10 @@ class APIKeyAdmin(admin.ModelAdmin):
             if not Membership.objects.filter(organization=obj.organization, user=obj.user).exists():
                 services.membership_set(organization=obj.organization, user=obj.user)
             raw, obj.prefix, obj.digest = key_generate()
-            messages.warning(request, f"The new API key is {raw} . Copy it now: it is not stored and cannot be shown again.")
+            messages.warning(
+                request,
+                f"The new API key is {raw} . Copy it now: it is not stored and cannot be shown again.",
+            )
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Revoke the selected API keys")

@@ -64,17 +64,31 @@ class ProjectScopedAPIView(RawJSONAPIView):
 
 
 class LoginAPI(APIView):
-    @extend_schema(request=None, responses={200: inline_serializer("Login", {"org_info": serializers.ListField()})})
+    @extend_schema(
+        request=None, responses={200: inline_serializer("Login", {"org_info": serializers.ListField()})}
+    )
     def post(self, request):
         base = settings.PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
         org = request.auth.organization
         return Response(
-            {"org_info": [{"id": str(org.pk), "name": org.name, "api_url": base, "proxy_url": base, "git_metadata": None}]}
+            {
+                "org_info": [
+                    {
+                        "id": str(org.pk),
+                        "name": org.name,
+                        "api_url": base,
+                        "proxy_url": base,
+                        "git_metadata": None,
+                    }
+                ]
+            }
         )
 
 
 class VersionAPI(APIView):
-    @extend_schema(responses={200: inline_serializer("Version", {"logs3_payload_max_bytes": serializers.IntegerField()})})
+    @extend_schema(
+        responses={200: inline_serializer("Version", {"logs3_payload_max_bytes": serializers.IntegerField()})}
+    )
     def get(self, request):
         # null: the SDK then sends every batch straight to /logs3, never via the overflow path.
         return Response({"logs3_payload_max_bytes": None})
@@ -82,7 +96,9 @@ class VersionAPI(APIView):
 
 class Logs3API(RawJSONAPIView):
     @extend_schema(
-        request=inline_serializer("Logs3", {"rows": serializers.ListField(), "api_version": serializers.IntegerField()}),
+        request=inline_serializer(
+            "Logs3", {"rows": serializers.ListField(), "api_version": serializers.IntegerField()}
+        ),
         responses={200: inline_serializer("Logs3Result", {})},
     )
     def post(self, request):
@@ -90,7 +106,9 @@ class Logs3API(RawJSONAPIView):
         if not isinstance(body, dict) or "rows" not in body:
             raise ValidationError('Expected {"rows": [...], "api_version": 2}.', field="rows")
         if isinstance(body["rows"], dict):
-            raise ValidationError("Overflow uploads are not supported; /version advertises no payload limit.", field="rows")
+            raise ValidationError(
+                "Overflow uploads are not supported; /version advertises no payload limit.", field="rows"
+            )
         logs_ingest(principal=request.auth, rows=body["rows"])
         return Response({})
 
@@ -104,7 +122,9 @@ class ProjectListCreateAPI(RawJSONAPIView):
         responses={200: inline_serializer("ProjectList", {"objects": ProjectSerializer(many=True)})},
     )
     def get(self, request):
-        projects = selectors.project_list(principal=request.auth, name=request.query_params.get("project_name"))
+        projects = selectors.project_list(
+            principal=request.auth, name=request.query_params.get("project_name")
+        )
         return Response({"objects": ProjectSerializer(projects, many=True).data})
 
     @extend_schema(request=ProjectCreateSerializer, responses={200: ProjectSerializer})
@@ -135,7 +155,10 @@ class ProjectDetailAPI(ProjectScopedAPIView):
 class ProjectRegisterAPI(RawJSONAPIView):
     """The project resolve of SDKs up to 0.34 (and of the JS SDK)."""
 
-    @extend_schema(request=ProjectRegisterSerializer, responses={200: inline_serializer("Registered", {"project": ProjectSerializer()})})
+    @extend_schema(
+        request=ProjectRegisterSerializer,
+        responses={200: inline_serializer("Registered", {"project": ProjectSerializer()})},
+    )
     def post(self, request):
         data = _validated(ProjectRegisterSerializer, self.body())
         _check_org(request.auth, org_id=data.get("org_id"))
@@ -144,12 +167,16 @@ class ProjectRegisterAPI(RawJSONAPIView):
 
 
 class ProjectLegacyGetAPI(APIView):
-    @extend_schema(parameters=[OpenApiParameter("id", str, required=True)], responses={200: ProjectSerializer})
+    @extend_schema(
+        parameters=[OpenApiParameter("id", str, required=True)], responses={200: ProjectSerializer}
+    )
     def get(self, request):
         project_id = request.query_params.get("id")
         if not project_id:
             raise ValidationError("The id query parameter is required.", field="id")
-        project = selectors.project_get(principal=request.auth, project_id=project_id, object_type="project", permission="read")
+        project = selectors.project_get(
+            principal=request.auth, project_id=project_id, object_type="project", permission="read"
+        )
         return Response(ProjectSerializer(project).data)
 
 
@@ -189,5 +216,7 @@ class LogsFetchAPI(ProjectScopedAPIView):
         return self._fetch(_validated(FetchSerializer, body))
 
     def _fetch(self, params: dict) -> Response:
-        events, cursor = selectors.logs_fetch(project=self.get_project(), limit=params["limit"], cursor=params.get("cursor"))
+        events, cursor = selectors.logs_fetch(
+            project=self.get_project(), limit=params["limit"], cursor=params.get("cursor")
+        )
         return Response({"events": events, "cursor": cursor}, status=status.HTTP_200_OK)

@@ -57,7 +57,11 @@ def principal_from_key(raw: str) -> Principal | None:
         return None
     if not key.is_active or not key.user.is_active:
         return None
-    role = Membership.objects.filter(organization=key.organization, user=key.user).values_list("role", flat=True).first()
+    role = (
+        Membership.objects.filter(organization=key.organization, user=key.user)
+        .values_list("role", flat=True)
+        .first()
+    )
     if role is None:
         return None
     now = timezone.now()
@@ -80,7 +84,7 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
         try:
             raw = header[1].decode()
         except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed("Invalid API key.")
+            raise exceptions.AuthenticationFailed("Invalid API key.") from None
         principal = principal_from_key(raw)
         if principal is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")

@@ -32,7 +32,9 @@ class Membership(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["organization", "user"], name="one_membership_per_org")]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="one_membership_per_org")
+        ]
 
     def __str__(self):
         return f"{self.user} in {self.organization} ({self.role})"
@@ -48,7 +50,9 @@ class Project(models.Model):
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="project_name_unique_in_org")]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="project_name_unique_in_org")
+        ]
         ordering = ["name"]
 
     def __str__(self):
@@ -74,7 +78,9 @@ class ProjectGrant(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["project", "user", "object_type", "permission"], name="grant_unique")
+            models.UniqueConstraint(
+                fields=["project", "user", "object_type", "permission"], name="grant_unique"
+            )
         ]
 
     def __str__(self):
@@ -150,7 +156,9 @@ class Span(models.Model):
     deleted = models.BooleanField(default=False)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "row_id"], name="span_row_id_unique_in_project")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "row_id"], name="span_row_id_unique_in_project")
+        ]
         indexes = [
             models.Index(fields=["project", "-created", "-id"], name="span_project_created"),
             models.Index(fields=["project", "root_span_id"], name="span_project_root"),
@@ -179,7 +187,9 @@ class Comment(models.Model):
     deleted = models.BooleanField(default=False)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "row_id"], name="comment_row_id_unique_in_project")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "row_id"], name="comment_row_id_unique_in_project")
+        ]
         indexes = [models.Index(fields=["project", "span_row_id"], name="comment_project_span")]
 
     def __str__(self):

@@ -26,8 +26,12 @@ def project_get(*, principal: Principal, project_id, object_type: str, permissio
     try:
         pk = uuid.UUID(str(project_id))
     except ValueError:
-        raise NotFound(f"Project {project_id} not found.")
-    project = Project.objects.select_related("organization").filter(pk=pk, organization=principal.organization).first()
+        raise NotFound(f"Project {project_id} not found.") from None
+    project = (
+        Project.objects.select_related("organization")
+        .filter(pk=pk, organization=principal.organization)
+        .first()
+    )
     if project is None:
         raise NotFound(f"Project {project_id} not found.")
     if not has_permission(principal, project, object_type, permission):
@@ -40,7 +44,9 @@ def project_list(*, principal: Principal, name: str | None = None) -> QuerySet[P
     projects = Project.objects.filter(organization=principal.organization)
     if not principal.is_owner:
         readable = ProjectGrant.objects.filter(
-            user=principal.user, object_type=ProjectGrant.ObjectType.PROJECT, permission=ProjectGrant.Permission.READ
+            user=principal.user,
+            object_type=ProjectGrant.ObjectType.PROJECT,
+            permission=ProjectGrant.Permission.READ,
         ).values("project_id")
         projects = projects.filter(pk__in=readable)
     if name is not None:
@@ -48,7 +54,9 @@ def project_list(*, principal: Principal, name: str | None = None) -> QuerySet[P
     return projects.order_by("name")
 
 
-def logs_fetch(*, project: Project, limit: int = FETCH_DEFAULT_LIMIT, cursor: str | None = None) -> tuple[list[dict], str | None]:
+def logs_fetch(
+    *, project: Project, limit: int = FETCH_DEFAULT_LIMIT, cursor: str | None = None
+) -> tuple[list[dict], str | None]:
     """One page of the project's live spans, newest first, and the cursor of the next page.
 
     Keyset pagination on (created, pk): a page never repeats or skips a row because of rows
@@ -117,4 +125,4 @@ def _cursor_decode(cursor: str) -> tuple[datetime, int]:
         created, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         return datetime.fromisoformat(created), int(pk)
     except (ValueError, TypeError, binascii.Error, UnicodeError):
-        raise ValidationError("cursor is not a cursor returned by this endpoint.", field="cursor")
+        raise ValidationError("cursor is not a cursor returned by this endpoint.", field="cursor") from None

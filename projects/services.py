@@ -74,7 +74,10 @@ def project_get_or_create(*, principal: Principal, name: str, description: str =
     try:
         with transaction.atomic():
             project = Project.objects.create(
-                organization=principal.organization, name=name, description=description, created_by=principal.user
+                organization=principal.organization,
+                name=name,
+                description=description,
+                created_by=principal.user,
             )
     except IntegrityError:  # created by a concurrent request: return that one
         return Project.objects.get(organization=principal.organization, name=name), False

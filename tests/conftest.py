@@ -23,7 +23,9 @@ class Api:
     def delete(self, path):
         return self.client.delete(path)
 
-    def post(self, path, body=None, *, content_type="application/json", gzipped=False, raw: bytes | None = None):
+    def post(
+        self, path, body=None, *, content_type="application/json", gzipped=False, raw: bytes | None = None
+    ):
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         extra = {}
         if gzipped:
@@ -36,7 +38,9 @@ def member_key(organization, *, role=Membership.Role.MEMBER, grants=(), email=No
     user = UserFactory(email=email) if email else UserFactory()
     Membership.objects.create(organization=organization, user=user, role=role)
     for project, object_type, permission in grants:
-        ProjectGrant.objects.create(project=project, user=user, object_type=object_type, permission=permission)
+        ProjectGrant.objects.create(
+            project=project, user=user, object_type=object_type, permission=permission
+        )
     return api_key_create(organization=organization, user=user)[1]
 
 

@@ -81,11 +81,13 @@ def parse_row(index: int, row: Any) -> Write:
     if row.get("comment") is not None:
         origin = row.get("origin")
         if not isinstance(row["comment"], dict):
-            fail("comment must be an object such as {\"text\": \"...\"}.", "comment")
+            fail('comment must be an object such as {"text": "..."}.', "comment")
         if not isinstance(origin, dict) or not isinstance(origin.get("id"), str) or not origin["id"]:
             fail("A comment row needs origin.id, the row id of the span it is about.", "origin.id")
         document["comment"] = row["comment"]
-        return Write(index, project_id, row_id, document, is_comment=True, delete=bool(row.get("_object_delete")))
+        return Write(
+            index, project_id, row_id, document, is_comment=True, delete=bool(row.get("_object_delete"))
+        )
 
     return Write(
         index,
@@ -114,7 +116,9 @@ def _check_document(doc: dict[str, Any], fail) -> None:
         if name in doc:
             _check_id(doc[name], name, fail)
     parents = doc.get("span_parents")
-    if parents is not None and (not isinstance(parents, list) or not all(isinstance(p, str) and p for p in parents)):
+    if parents is not None and (
+        not isinstance(parents, list) or not all(isinstance(p, str) and p for p in parents)
+    ):
         fail("span_parents must be null or a list of span ids.", "span_parents")
     for name in ("span_attributes", "metadata", "context", "origin"):
         if doc.get(name) is not None and not isinstance(doc[name], dict):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, transaction
 
 from onlinescore.exceptions import ApplicationError, ValidationError
 from projects.auth import Principal
@@ -52,7 +52,9 @@ def logs_ingest(*, principal: Principal, rows: Any, project: Project | None = No
     projects = _projects_for(principal, writes, project)
     for w in writes:
         if contains_nul(w.document):
-            raise ValidationError("Strings cannot contain the NUL character (\\u0000).", index=w.index, field=None)
+            raise ValidationError(
+                "Strings cannot contain the NUL character (\\u0000).", index=w.index, field=None
+            )
     for attempt in range(_WRITE_ATTEMPTS):
         try:
             with transaction.atomic():
@@ -72,7 +74,9 @@ def _projects_for(principal: Principal, writes: list[Write], project: Project | 
     by_index = {}
     for w in writes:
         if project is not None and w.project_id is not None and w.project_id != str(project.pk):
-            raise ValidationError("project_id differs from the project in the URL.", index=w.index, field="project_id")
+            raise ValidationError(
+                "project_id differs from the project in the URL.", index=w.index, field="project_id"
+            )
         pid = str(project.pk) if project is not None else w.project_id
         if pid is None:
             raise ValidationError("Each row needs a project_id.", index=w.index, field="project_id")
@@ -190,7 +194,9 @@ def _update_spans(spans: list[Span]) -> None:
 
 def _document_of(span: Span) -> dict:
     document = {name: getattr(span, name) for name in _SPAN_JSON if getattr(span, name) is not None}
-    document.update(id=span.row_id, span_id=span.span_id, root_span_id=span.root_span_id, created=span.created)
+    document.update(
+        id=span.row_id, span_id=span.span_id, root_span_id=span.root_span_id, created=span.created
+    )
     if document.get("span_attributes") == {}:
         del document["span_attributes"]
     return document

@@ -35,7 +35,7 @@ def _gunzip(raw: bytes, cap: int, too_large: Exception) -> bytes:
     try:
         out = inflater.decompress(raw, cap + 1)
     except zlib.error as exc:
-        raise ValidationError(f"The body is not valid gzip: {exc}.", code="invalid_body")
+        raise ValidationError(f"The body is not valid gzip: {exc}.", code="invalid_body") from exc
     if len(out) > cap or inflater.unconsumed_tail:
         raise too_large
     return out
@@ -49,17 +49,21 @@ def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValidationError("The body is not UTF-8.", code="invalid_json", position=exc.start)
+        raise ValidationError("The body is not UTF-8.", code="invalid_json", position=exc.start) from exc
     if not text.strip():
         raise ValidationError("The body is empty; expected a JSON object.", code="invalid_json")
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ValidationError(
-            f"Invalid JSON: {exc.msg}.", code="invalid_json", line=exc.lineno, column=exc.colno, position=exc.pos
-        )
+            f"Invalid JSON: {exc.msg}.",
+            code="invalid_json",
+            line=exc.lineno,
+            column=exc.colno,
+            position=exc.pos,
+        ) from exc
     except ValueError as exc:  # NaN / Infinity: no database stores them as JSON
-        raise ValidationError(f"Invalid JSON: {exc}.", code="invalid_json")
+        raise ValidationError(f"Invalid JSON: {exc}.", code="invalid_json") from exc
 
 
 def contains_nul(value: Any) -> bool:

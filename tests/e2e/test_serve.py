@@ -49,19 +49,25 @@ def serve(env) -> subprocess.Popen:
 
 def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
     env.update(ONLINESCORE_VAR_DIR=str(tmp_path), PORT=str(port), PYTHONUNBUFFERED="1", WEB_CONCURRENCY="1")
     process = serve(env)
     try:
         output = read_until(process, r"Ctrl-C stops it")
         key = re.search(r"API key: (\S+)", output).group(1)
-        assert re.search(rf"login admin / \S+", output)
+        assert re.search(r"login admin / \S+", output)
         assert f"http://127.0.0.1:{port}" in output
 
         headers = {"Authorization": f"Bearer {key}"}
         for _ in range(100):
             try:
-                response = requests.post(f"http://127.0.0.1:{port}/v1/project", json={"name": "demo"}, headers=headers, timeout=5)
+                response = requests.post(
+                    f"http://127.0.0.1:{port}/v1/project", json={"name": "demo"}, headers=headers, timeout=5
+                )
                 break
             except requests.ConnectionError:
                 time.sleep(0.2)

@@ -57,7 +57,10 @@ def test_a_bad_row_rejects_the_batch_with_its_index_and_field(owner, project, ba
 
 
 def test_logs3_reports_the_row_index_too(owner, project):
-    rows = [{**GOOD, "project_id": str(project.pk)}, {"id": "b", "project_id": str(project.pk), "scores": {"a": 2}}]
+    rows = [
+        {**GOOD, "project_id": str(project.pk)},
+        {"id": "b", "project_id": str(project.pk), "scores": {"a": 2}},
+    ]
     response = owner.post("/logs3", {"rows": rows}, content_type="")
     assert response.status_code == 400
     assert response.json()["error"]["index"] == 1
@@ -119,7 +122,9 @@ def test_a_body_over_the_cap_is_a_413(owner, project):
 
 @override_settings(INGEST_MAX_BODY_BYTES=1000)
 def test_a_gzip_bomb_over_the_cap_is_a_413(owner, project):
-    response = owner.post("/logs3", {"rows": [{"id": "a", "input": "x" * 100_000}]}, content_type="", gzipped=True)
+    response = owner.post(
+        "/logs3", {"rows": [{"id": "a", "input": "x" * 100_000}]}, content_type="", gzipped=True
+    )
     assert response.status_code == 413
     assert_nothing_written()
 
@@ -127,7 +132,10 @@ def test_a_gzip_bomb_over_the_cap_is_a_413(owner, project):
 def test_unknown_fetch_parameters_and_bad_limits_are_400s(owner, project):
     assert owner.get(f"/v1/project_logs/{project.pk}/fetch", limit="many").json()["error"]["field"] == "limit"
     assert owner.get(f"/v1/project_logs/{project.pk}/fetch", limit=0).json()["error"]["field"] == "limit"
-    assert owner.get(f"/v1/project_logs/{project.pk}/fetch", cursor="garbage").json()["error"]["field"] == "cursor"
+    assert (
+        owner.get(f"/v1/project_logs/{project.pk}/fetch", cursor="garbage").json()["error"]["field"]
+        == "cursor"
+    )
     response = owner.post(f"/v1/project_logs/{project.pk}/fetch", {"filters": []})
     assert response.status_code == 400 and response.json()["error"]["field"] == "filters"
 

@@ -24,7 +24,9 @@ def create_api_key(*args) -> list[str]:
 
 
 def test_create_api_key_creates_what_is_missing_and_prints_the_key_last():
-    lines = create_api_key("--org", "acme", "--user", "bot@example.com", "--role", "owner", "--service-account")
+    lines = create_api_key(
+        "--org", "acme", "--user", "bot@example.com", "--role", "owner", "--service-account"
+    )
     principal = principal_from_key(lines[-1])
     assert principal.organization.name == "acme" and principal.is_owner
     assert principal.user.email == "bot@example.com" and principal.user.is_service_account

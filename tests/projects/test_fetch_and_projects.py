@@ -10,7 +10,11 @@ def insert(api, project, *rows):
 
 
 def row(i, created=None):
-    return {"id": f"r{i:03}", "created": created or f"2026-11-26T10:{i // 60:02}:{i % 60:02}+00:00", "input": i}
+    return {
+        "id": f"r{i:03}",
+        "created": created or f"2026-11-26T10:{i // 60:02}:{i % 60:02}+00:00",
+        "input": i,
+    }
 
 
 def fetch_all(api, project, *, limit, during=None, method="get"):
@@ -44,7 +48,13 @@ def test_pagination_is_stable_while_inserts_happen(owner, project):
     def insert_between_pages(page):
         # Newer rows, older rows and rows at the very created of the page boundary.
         n = next(extra)
-        insert(owner, project, row(n), row(n + 1000, created="2020-01-01T00:00:00+00:00"), row(n + 2000, "2026-11-26T10:00:15+00:00"))
+        insert(
+            owner,
+            project,
+            row(n),
+            row(n + 1000, created="2020-01-01T00:00:00+00:00"),
+            row(n + 2000, "2026-11-26T10:00:15+00:00"),
+        )
 
     ids = fetch_all(owner, project, limit=10, during=insert_between_pages)
     original = [f"r{i:03}" for i in reversed(range(30))]

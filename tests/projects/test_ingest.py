@@ -130,7 +130,13 @@ def test_a_span_ends_when_metrics_end_first_appears(owner, project, ended):
 
 
 def test_the_event_carries_the_row_as_merged_at_its_end_not_later_data(owner, project, ended):
-    insert(owner, project, start("a"), merge("a", output="at end", metrics={"end": 2.0}), merge("a", output="later"))
+    insert(
+        owner,
+        project,
+        start("a"),
+        merge("a", output="at end", metrics={"end": 2.0}),
+        merge("a", output="later"),
+    )
     [[event]] = ended
     assert event.row["output"] == "at end"
     assert event.at_end.output == "at end"
@@ -184,7 +190,9 @@ def test_the_store_agrees_with_the_sdk_batching(org, stream):
     # As the SDK logs a span: its first row replaces, every later one merges.
     rows, seen = [], set()
     for row_id, fields in stream:
-        rows.append({"id": row_id, "log_id": "g", **({"_is_merge": True} if row_id in seen else {}), **fields})
+        rows.append(
+            {"id": row_id, "log_id": "g", **({"_is_merge": True} if row_id in seen else {}), **fields}
+        )
         seen.add(row_id)
     principal = principal_from_key(member_key(org, role="owner"))
     one_by_one, batched = ProjectFactory(organization=org), ProjectFactory(organization=org)

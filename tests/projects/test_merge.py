@@ -15,18 +15,30 @@ def write(stored, incoming, **kw):
 
 def test_a_row_without_is_merge_replaces_the_stored_row():
     stored = {"id": "r", "input": {"a": 5, "b": 10}, "output": 1}
-    assert apply_write(stored, {"id": "r", "input": {"b": 11}}, is_merge=False) == {"id": "r", "input": {"b": 11}}
+    assert apply_write(stored, {"id": "r", "input": {"b": 11}}, is_merge=False) == {
+        "id": "r",
+        "input": {"b": 11},
+    }
 
 
 def test_a_merge_deep_merges_objects_and_replaces_everything_else():
     stored = {"id": "r", "input": {"a": 5, "b": 10}, "metadata": {"x": {"y": 1}}, "output": [1, 2]}
-    merged = write(stored, {"id": "r", "input": {"b": 11, "c": 20}, "metadata": {"x": {"z": 2}}, "output": [3]})
-    assert merged == {"id": "r", "input": {"a": 5, "b": 11, "c": 20}, "metadata": {"x": {"y": 1, "z": 2}}, "output": [3]}
+    merged = write(
+        stored, {"id": "r", "input": {"b": 11, "c": 20}, "metadata": {"x": {"z": 2}}, "output": [3]}
+    )
+    assert merged == {
+        "id": "r",
+        "input": {"a": 5, "b": 11, "c": 20},
+        "metadata": {"x": {"y": 1, "z": 2}},
+        "output": [3],
+    }
 
 
 def test_a_merge_keeps_the_first_created_and_trace_position():
     stored = {"id": "r", "created": "t1", "span_id": "s", "root_span_id": "root", "span_parents": ["p"]}
-    merged = write(stored, {"id": "r", "created": "t2", "span_id": "x", "root_span_id": "y", "span_parents": None})
+    merged = write(
+        stored, {"id": "r", "created": "t2", "span_id": "x", "root_span_id": "y", "span_parents": None}
+    )
     assert merged == stored
 
 
@@ -72,7 +84,9 @@ partial = st.fixed_dictionaries(
         "input": scalars,
         "output": st.lists(scalars, max_size=2),
         "metadata": objects,
-        "metrics": st.dictionaries(st.sampled_from(["start", "end", "tokens"]), st.integers(0, 9), max_size=2),
+        "metrics": st.dictionaries(
+            st.sampled_from(["start", "end", "tokens"]), st.integers(0, 9), max_size=2
+        ),
         "tags": st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=2),
         "scores": st.dictionaries(st.sampled_from(["acc", "rel"]), st.sampled_from([0, 0.5, 1]), max_size=2),
         "created": st.sampled_from(["2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00"]),
