@@ -55,7 +55,6 @@ BATCH_ROWS = 100  # half starts, half ends
 SPANS_PER_BATCH = BATCH_ROWS // 2
 TRACE_SHAPE = ("task", "tool", "llm", "llm", "function")  # 10 traces of 5 spans per batch
 TARGET_RATIO = 0.5
-WEB_WORKERS = os.environ.get("WEB_CONCURRENCY", "2")  # as `manage.py serve`
 
 
 # --- Workload ------------------------------------------------------------------------------
@@ -247,9 +246,9 @@ class Instance:
         import requests
 
         port = _free_port()
-        # The command of `manage.py serve`.
-        cmd = [sys.executable, "-m", "gunicorn", "onlinescore.wsgi", "--bind", f"127.0.0.1:{port}",
-               "--workers", WEB_WORKERS, "--threads", "4", "--access-logfile", "-"]  # fmt: skip
+        from onlinescore.management.commands.serve import web_command
+
+        cmd = web_command("127.0.0.1", port)
         with open(self.server_log, "wb") as log:
             # Own session: Ctrl-C reaches only us, and we stop the server in order.
             self.server = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
@@ -467,7 +466,7 @@ def run(instance: Instance, args) -> int:
 
     t_start = time.perf_counter()
     base = instance.start_server(key)
-    print(f"server: gunicorn onlinescore.wsgi --workers {WEB_WORKERS} --threads 4 on {base} "
+    print(f"server: gunicorn as `manage.py serve` runs it (WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '2')}) on {base} "
           f"(up in {time.perf_counter() - t_start:.1f} s)")  # fmt: skip
 
     # Warm up both workers (imports, URL resolver, first connections) and the ORM path.

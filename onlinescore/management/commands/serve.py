@@ -12,6 +12,15 @@ from onlinescore.rq import embedded_redis
 from projects.services import instance_bootstrap
 
 
+def web_command(host: str, port: int) -> list[str]:
+    """The web server as `serve` runs it: gunicorn, WEB_CONCURRENCY processes of 4 threads.
+
+    No control socket: its default path is per user, so two instances would contend for it."""
+    return [sys.executable, "-m", "gunicorn", "onlinescore.wsgi", "--bind", f"{host}:{port}",
+            "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4",
+            "--access-logfile", "-", "--no-control-socket"]  # fmt: skip
+
+
 class Command(BaseCommand):
     help = "Migrate, create the first admin and key on first run, then serve the web app and one RQ worker."
 
@@ -29,10 +38,8 @@ class Command(BaseCommand):
 
     def _run_children(self, host: str, port: int) -> None:
         env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
-        web = [sys.executable, "-m", "gunicorn", "onlinescore.wsgi", "--bind", f"{host}:{port}",
-               "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4", "--access-logfile", "-"]  # fmt: skip
         worker = [sys.executable, str(settings.BASE_DIR / "manage.py"), "worker"]
-        children = [subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR) for cmd in (web, worker)]
+        children = [subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR) for cmd in (web_command(host, port), worker)]
 
         stopping = []
         for signum in (signal.SIGINT, signal.SIGTERM):
