@@ -10,15 +10,16 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from onlinescore.exceptions import NotFound, ValidationError
+from onlinescore.exceptions import ValidationError
 from projects import selectors, services
-from projects.ingest.service import logs_ingest
+from projects.ingest.services import logs_ingest
 from projects.ingest.wire import read_json_body
 from projects.serializers import (
     FetchResultSerializer,
     FetchSerializer,
     InsertSerializer,
     ProjectCreateSerializer,
+    ProjectListQuerySerializer,
     ProjectRegisterSerializer,
     ProjectSerializer,
     RowIdsSerializer,
@@ -41,15 +42,15 @@ class RawJSONAPIView(APIView):
 
     parser_classes: list = []
 
-    def body(self):
-        return read_json_body(self.request._request)
+    def body(self, *, allow_empty: bool = False):
+        return read_json_body(self.request._request, allow_empty=allow_empty)
 
 
 class ProjectScopedAPIView(RawJSONAPIView):
     """Resolves `project_id` from the URL and checks `object_type`/`permissions[method]`."""
 
     object_type = "project_logs"
-    permissions = {"GET": "read", "POST": "update", "DELETE": "update"}
+    permissions = {"GET": "read", "HEAD": "read", "POST": "update", "DELETE": "update"}
 
     def get_project(self):
         return selectors.project_get(
@@ -122,17 +123,18 @@ class ProjectListCreateAPI(RawJSONAPIView):
         responses={200: inline_serializer("ProjectList", {"objects": ProjectSerializer(many=True)})},
     )
     def get(self, request):
-        projects = selectors.project_list(
-            principal=request.auth, name=request.query_params.get("project_name")
-        )
+        params = _validated(ProjectListQuerySerializer, request.query_params.dict())
+        projects = selectors.project_list(principal=request.auth, name=params.get("project_name"))
         return Response({"objects": ProjectSerializer(projects, many=True).data})
 
     @extend_schema(request=ProjectCreateSerializer, responses={200: ProjectSerializer})
     def post(self, request):
         data = _validated(ProjectCreateSerializer, self.body())
-        _check_org(request.auth, name=data.get("org_name"))
         project, _ = services.project_get_or_create(
-            principal=request.auth, name=data["name"], description=data.get("description") or ""
+            principal=request.auth,
+            name=data["name"],
+            description=data.get("description") or "",
+            org_name=data.get("org_name"),
         )
         return Response(ProjectSerializer(project).data)
 
@@ -161,8 +163,9 @@ class ProjectRegisterAPI(RawJSONAPIView):
     )
     def post(self, request):
         data = _validated(ProjectRegisterSerializer, self.body())
-        _check_org(request.auth, org_id=data.get("org_id"))
-        project, _ = services.project_get_or_create(principal=request.auth, name=data["project_name"])
+        project, _ = services.project_get_or_create(
+            principal=request.auth, name=data["project_name"], org_id=data.get("org_id")
+        )
         return Response({"project": ProjectSerializer(project).data})
 
 
@@ -178,12 +181,6 @@ class ProjectLegacyGetAPI(APIView):
             principal=request.auth, project_id=project_id, object_type="project", permission="read"
         )
         return Response(ProjectSerializer(project).data)
-
-
-def _check_org(principal, *, name: str | None = None, org_id: str | None = None) -> None:
-    org = principal.organization
-    if (name and name != org.name) or (org_id and org_id != str(org.pk)):
-        raise NotFound("Organization not found.", field="org_name" if name else "org_id")
 
 
 # --- Project logs ------------------------------------------------------------------------
@@ -204,7 +201,7 @@ class LogsInsertAPI(ProjectScopedAPIView):
 
 
 class LogsFetchAPI(ProjectScopedAPIView):
-    permissions = {"GET": "read", "POST": "read"}
+    permissions = {"GET": "read", "HEAD": "read", "POST": "read"}
 
     @extend_schema(parameters=[FetchSerializer], responses={200: FetchResultSerializer})
     def get(self, request, project_id):
@@ -212,8 +209,7 @@ class LogsFetchAPI(ProjectScopedAPIView):
 
     @extend_schema(request=FetchSerializer, responses={200: FetchResultSerializer})
     def post(self, request, project_id):
-        body = self.body() if request._request.body.strip() else {}
-        return self._fetch(_validated(FetchSerializer, body))
+        return self._fetch(_validated(FetchSerializer, self.body(allow_empty=True)))
 
     def _fetch(self, params: dict) -> Response:
         events, cursor = selectors.logs_fetch(

@@ -1,12 +1,10 @@
 """Reads. Everything here is scoped by a Principal, so no query can cross organizations."""
 
-import base64
-import binascii
-import json
 import uuid
 from collections import defaultdict
 from datetime import datetime
 
+from django.core import signing
 from django.db.models import Q, QuerySet
 
 from onlinescore.exceptions import Forbidden, NotFound, ValidationError
@@ -62,8 +60,6 @@ def logs_fetch(
     Keyset pagination on (created, pk): a page never repeats or skips a row because of rows
     inserted meanwhile, whatever their `created`. The cursor is None on the last page.
     """
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= FETCH_MAX_LIMIT:
-        raise ValidationError(f"limit must be an integer from 1 to {FETCH_MAX_LIMIT}.", field="limit")
     spans = Span.objects.filter(project=project, deleted=False)
     if cursor:
         created, pk = _cursor_decode(cursor)
@@ -116,13 +112,17 @@ def comment_event(comment: Comment) -> dict:
     }
 
 
+_CURSOR_SALT = "projects.logs_fetch.cursor"
+
+
 def _cursor_encode(span: Span) -> str:
-    return base64.urlsafe_b64encode(json.dumps([span.created.isoformat(), span.pk]).encode()).decode()
+    # Signed, so a cursor is only ever one this server made: nothing else reaches the query.
+    return signing.dumps([span.created.isoformat(), span.pk], salt=_CURSOR_SALT, compress=True)
 
 
 def _cursor_decode(cursor: str) -> tuple[datetime, int]:
     try:
-        created, pk = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        created, pk = signing.loads(cursor, salt=_CURSOR_SALT)
         return datetime.fromisoformat(created), int(pk)
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
+    except (signing.BadSignature, ValueError, TypeError):
         raise ValidationError("cursor is not a cursor returned by this endpoint.", field="cursor") from None

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from projects.models import Project
+from projects.selectors import FETCH_DEFAULT_LIMIT, FETCH_MAX_LIMIT
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -12,10 +13,20 @@ class ProjectSerializer(serializers.ModelSerializer):
         fields = ["id", "org_id", "name", "description", "created", "user_id"]
 
 
+class ProjectListQuerySerializer(serializers.Serializer):
+    project_name = serializers.CharField(required=False)
+
+
 class ProjectCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, allow_null=True, default="")
     org_name = serializers.CharField(required=False, allow_null=True)
+    project_group_name = serializers.CharField(required=False, allow_null=True)
+
+    def validate_project_group_name(self, value):
+        if value:
+            raise serializers.ValidationError("Project groups are not supported.")
+        return value
 
 
 class ProjectRegisterSerializer(serializers.Serializer):
@@ -24,7 +35,9 @@ class ProjectRegisterSerializer(serializers.Serializer):
 
 
 class FetchSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+    limit = serializers.IntegerField(
+        required=False, min_value=1, max_value=FETCH_MAX_LIMIT, default=FETCH_DEFAULT_LIMIT
+    )
     cursor = serializers.CharField(required=False, allow_null=True, allow_blank=True)
 
 

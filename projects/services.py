@@ -5,7 +5,7 @@ import secrets
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from onlinescore.exceptions import Forbidden, ValidationError
+from onlinescore.exceptions import Forbidden, NotFound, ValidationError
 from projects.auth import Principal, has_permission, key_generate
 from projects.models import APIKey, Membership, Organization, Project, User
 
@@ -56,10 +56,21 @@ def api_key_revoke(*, key: APIKey) -> None:
         key.save(update_fields=["revoked_at"])
 
 
-def project_get_or_create(*, principal: Principal, name: str, description: str = "") -> tuple[Project, bool]:
+def project_get_or_create(
+    *,
+    principal: Principal,
+    name: str,
+    description: str = "",
+    org_name: str | None = None,
+    org_id: str | None = None,
+) -> tuple[Project, bool]:
     """The project named `name` in the principal's organization, created if missing.
 
-    Reading an existing one needs `read` on it; creating one needs to be an owner."""
+    `org_name`/`org_id`, as SDKs send them, must name the key's organization (else 404).
+    Reading an existing project needs `read` on it; creating one needs to be an owner."""
+    organization = principal.organization
+    if (org_name and org_name != organization.name) or (org_id and org_id != str(organization.pk)):
+        raise NotFound("Organization not found.", field="org_name" if org_name else "org_id")
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name must be a non-empty string.", field="name")
     if len(name) > Project._meta.get_field("name").max_length:

@@ -82,8 +82,9 @@ def parse_row(index: int, row: Any) -> Write:
         origin = row.get("origin")
         if not isinstance(row["comment"], dict):
             fail('comment must be an object such as {"text": "..."}.', "comment")
-        if not isinstance(origin, dict) or not isinstance(origin.get("id"), str) or not origin["id"]:
+        if not isinstance(origin, dict) or origin.get("id") is None:
             fail("A comment row needs origin.id, the row id of the span it is about.", "origin.id")
+        _check_id(origin["id"], "origin.id", fail)
         document["comment"] = row["comment"]
         return Write(
             index, project_id, row_id, document, is_comment=True, delete=bool(row.get("_object_delete"))
@@ -155,6 +156,8 @@ def _parse_created(value: Any, fail) -> datetime | None:
         fail("created must be an ISO-8601 timestamp string.", "created")
     try:
         parsed = datetime.fromisoformat(value)
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     except ValueError:
         fail(f"created is not an ISO-8601 timestamp: {value!r}.", "created")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        fail(f"created is out of range: {value!r}.", "created")

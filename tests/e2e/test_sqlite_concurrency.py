@@ -1,6 +1,7 @@
 """The embedded SQLite database takes writers from several processes at once (web workers and
 RQ workers) without "database is locked": WAL, BEGIN IMMEDIATE and a busy timeout."""
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -25,19 +26,24 @@ print(raw)
 WRITER = """
 import os
 from projects.auth import principal_from_key
-from projects.ingest.service import logs_ingest
+from projects.ingest.services import logs_ingest
 from projects.models import Project
 principal = principal_from_key(os.environ["KEY"])
 project = Project.objects.get(name="demo")
 name = os.environ["WRITER"]
 for i in range(60):
-    rows = [{"id": f"{name}-{i}-{j}", "input": j, "metrics": {"start": 1, "end": 2}} for j in range(20)]
+    # Both writers merge into the same rows: each must keep the other's key.
+    rows = [{"id": f"{i}-{j}", "_is_merge": True, "metadata": {name: j}, "metrics": {"end": 2}} for j in range(20)]
     logs_ingest(principal=principal, rows=rows, project=project)
 """
 
 
 def test_two_processes_write_the_embedded_sqlite_side_by_side(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    }
     env["ONLINESCORE_VAR_DIR"] = str(tmp_path)
     subprocess.run([sys.executable, MANAGE, "migrate", "-v", "0"], env=env, check=True, timeout=120)
     raw = subprocess.run(
@@ -47,7 +53,9 @@ def test_two_processes_write_the_embedded_sqlite_side_by_side(tmp_path):
     writers = [
         subprocess.Popen(
             [sys.executable, MANAGE, "shell", "-c", WRITER],
-            env={**env, "KEY": raw, "WRITER": name}, stderr=subprocess.PIPE, text=True,
+            env={**env, "KEY": raw, "WRITER": name},
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for name in ("a", "b")
     ]
@@ -55,5 +63,6 @@ def test_two_processes_write_the_embedded_sqlite_side_by_side(tmp_path):
     assert [w.returncode for w in writers] == [0, 0], errors
 
     database = sqlite3.connect(tmp_path / "onlinescore.sqlite3")
-    count, ended = database.execute("SELECT count(*), count(ended_at) FROM projects_span").fetchone()
-    assert (count, ended) == (2 * 60 * 20, 2 * 60 * 20)
+    rows = database.execute("SELECT metadata, ended_at FROM projects_span").fetchall()
+    assert len(rows) == 60 * 20
+    assert all(json.loads(metadata).keys() == {"a", "b"} and ended_at for metadata, ended_at in rows)

@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 
 from projects.models import Comment, Span, Transaction
+from tests.conftest import Api
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +45,16 @@ def assert_nothing_written():
         ({"id": "b", "surprise": 1}, "surprise", "Unknown field"),
         ({"id": "b", "_parent_id": "p"}, "_parent_id", "span_parents"),
         ({"id": "b", "comment": {"text": "hi"}}, "origin.id", "origin.id"),
-        ({"id": "b", "input": "nul \u0000 inside"}, None, "NUL"),
+        ({"id": "b", "input": {"a": ["nul \u0000 inside"]}}, "input.a[0]", "NUL"),
+        ({"id": "b", "metadata": {"bad\u0000key": 1}}, "metadata", "NUL"),
+        ({"id": "b", "input": "lone \ud800 surrogate"}, "input", "surrogates"),
+        ({"id": "b", "metadata": {"k\udfff": 1}}, "metadata", "surrogates"),
+        ({"id": "b\ud800"}, "id", "surrogates"),
+        ({"id": "b", "metrics": {"start": 10**400}}, "metrics.start", "64 bits"),
+        ({"id": "b", "output": -(2**63) - 1}, "output", "64 bits"),
+        ({"id": "b", "created": "0001-01-01T00:00:00+05:00"}, "created", "out of range"),
+        ({"id": "b", "comment": {"text": "hi"}, "origin": {"id": "x" * 300}}, "origin.id", "longer than"),
+        ({"id": "b", "metadata": {"a b": {"c": "\u0000"}}}, 'metadata."a b".c', "NUL"),
     ],
 )
 def test_a_bad_row_rejects_the_batch_with_its_index_and_field(owner, project, bad_row, field, words):
@@ -77,6 +87,9 @@ def test_logs3_rows_need_a_project(owner, project):
     [
         (b'{"events": [', "Invalid JSON"),
         (b'{"events": [{"id": "a", "input": NaN}]}', "NaN"),
+        (b'{"events": [{"id": "a", "input": 1e400}]}', "finite"),
+        (b'{"events": [{"id": "a", "input": ' + b"[" * 150 + b"]" * 150 + b"}]}", "nested"),
+        (b'{"events": [{"id": "a", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}", "nested"),
         (b"\xff\xfe", "UTF-8"),
         (b"", "empty"),
         (b'[{"id": "a"}]', "events"),
@@ -138,6 +151,28 @@ def test_unknown_fetch_parameters_and_bad_limits_are_400s(owner, project):
     )
     response = owner.post(f"/v1/project_logs/{project.pk}/fetch", {"filters": []})
     assert response.status_code == 400 and response.json()["error"]["field"] == "filters"
+
+
+@override_settings(INGEST_MAX_BODY_BYTES=1000)
+def test_an_oversized_fetch_body_is_a_json_413(owner, project):
+    response = owner.post(f"/v1/project_logs/{project.pk}/fetch", {"cursor": "x" * 2000})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_head_requests_are_checked_like_get(owner, project):
+    assert owner.client.head(f"/v1/project/{project.pk}").status_code == 200
+    assert owner.client.head(f"/v1/project_logs/{project.pk}/fetch").status_code == 200
+    assert Api(None).client.head(f"/v1/project/{project.pk}").status_code == 401
+
+
+def test_a_nul_in_a_query_parameter_is_a_400(owner, project):
+    response = owner.get("/v1/project", project_name="a\x00b")
+    assert response.status_code == 400 and response.json()["error"]["field"] == "project_name"
+
+
+def test_a_project_group_is_refused_not_ignored(owner):
+    response = owner.post("/v1/project", {"name": "p", "project_group_name": "g"})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "project_group_name"
 
 
 def test_an_unknown_url_is_a_json_404(owner):

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from projects.auth import principal_from_key
-from projects.ingest.service import logs_ingest
+from projects.ingest.services import logs_ingest
 from projects.models import Comment, Span, Transaction
 from projects.selectors import logs_fetch
 from projects.signals import spans_ended
@@ -97,15 +97,32 @@ def test_a_comment_row_is_stored_as_a_comment_on_its_span(owner, project):
 
 
 def test_sending_the_same_batch_twice_changes_nothing(owner, project, ended):
-    batch = [start("a", input=1), merge("a", output=2, metrics={"end": 2.0}), start("b", tags=["x"]),
-             merge("b", tags=["y"]), {"id": "c1", "comment": {"text": "hi"}, "origin": {"id": "a"}}]  # fmt: skip
+    batch = [
+        start("a", input=1),
+        merge("a", output=2, metrics={"end": 2.0}),
+        start("b", tags=["x"]),
+        merge("b", tags=["y"]),
+        # As the SDK sends a root: explicit nulls; and a row that leaves `created` to the server.
+        {"id": "root", "span_id": "root", "root_span_id": "root", "span_parents": None, "input": None},
+        {"id": "bare", "span_attributes": {}, "metadata": {"k": None}},
+        {"id": "c1", "comment": {"text": "hi"}, "origin": {"id": "a"}},
+    ]
     insert(owner, project, *batch)
     before = list(Span.objects.order_by("pk").values())
     comments = list(Comment.objects.values())
+    transactions = Transaction.objects.count()
     insert(owner, project, *copy.deepcopy(batch))
     assert list(Span.objects.order_by("pk").values()) == before
     assert list(Comment.objects.values()) == comments
+    assert Transaction.objects.count() == transactions
     assert len([e for event in ended for e in event]) == 1
+
+
+def test_a_replace_without_created_keeps_the_stored_created(owner, project):
+    insert(owner, project, {"id": "a", "input": 1})
+    created = stored(project, "a").created
+    insert(owner, project, {"id": "a", "input": 2})
+    assert stored(project, "a").created == created and stored(project, "a").input == 2
 
 
 def test_xact_ids_grow_with_each_write(owner, project):
@@ -155,20 +172,36 @@ def test_a_span_ended_in_its_only_row_emits_once(owner, project, ended):
     assert [[e.span.row_id for e in event] for event in ended] == [["a"]]
 
 
-def test_the_event_is_sent_inside_the_ingest_transaction(owner, project):
+@pytest.mark.django_db(transaction=True)
+def test_the_event_is_sent_inside_the_ingest_transaction_and_a_failing_receiver_rolls_it_back(owner, project):
     from django.db import connection
 
     seen = []
 
     def receiver(sender, ended, **kwargs):
-        seen.append(connection.in_atomic_block)
+        seen.append(
+            (connection.in_atomic_block, Span.objects.filter(row_id="a", ended_at__isnull=False).exists())
+        )
+        raise RuntimeError("subscriber failed")
 
     spans_ended.connect(receiver)
     try:
-        insert(owner, project, start("a", metrics={"start": 1.0, "end": 2.0}))
+        with pytest.raises(RuntimeError):
+            logs_ingest(
+                principal=principal_from_key(member_key(project.organization, role="owner")),
+                rows=[start("a", metrics={"start": 1.0, "end": 2.0})],
+                project=project,
+            )
     finally:
         spans_ended.disconnect(receiver)
-    assert seen == [True]
+    assert seen == [(True, True)]  # inside the transaction, after the row was written
+    assert not Span.objects.exists() and not Transaction.objects.exists()
+
+
+def test_merge_paths_on_tags_replace_them_instead_of_unioning(owner, project):
+    insert(owner, project, start("a", tags=["x", "y"]))
+    insert(owner, project, merge("a", tags=["z"], _merge_paths=[["tags"]]))
+    assert stored(project, "a").tags == ["z"]
 
 
 # --- Property: the same stream through the store, one request per row or batched by the SDK.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from projects.models import APIKey, Membership, Span
+from projects.models import APIKey, Membership, ProjectGrant, Span
 from projects.services import api_key_revoke
 from tests.conftest import Api, member_key
 from tests.factories import OrganizationFactory, ProjectFactory
@@ -55,13 +55,21 @@ def test_permission_matrix(endpoint, org, project):
         Api(member_key(org, role=Membership.Role.OWNER)),
         Api(member_key(stranger_org, role=Membership.Role.OWNER)),
     ]
+    # Each principal gets a project of its own, so that a delete by one cannot answer for the next.
     got = []
     for api in principals:
-        response = calls(project)[endpoint](api)
+        target = ProjectFactory(organization=org)
+        for grant in ProjectGrant.objects.filter(project=project):
+            ProjectGrant.objects.create(project=target, user=grant.user, object_type=grant.object_type,
+                                        permission=grant.permission)  # fmt: skip
+        response = calls(target)[endpoint](api)
         got.append(response.status_code)
         if response.status_code >= 400:
             assert response.json()["error"]["message"], response.content
     assert tuple(got) == EXPECTED[endpoint]
+    assert Span.objects.filter(project__organization=org).count() == got[:3].count(200) * (
+        endpoint in ("insert", "logs3")
+    )
 
 
 @pytest.mark.parametrize("endpoint", sorted(EXPECTED))

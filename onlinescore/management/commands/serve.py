@@ -39,7 +39,9 @@ class Command(BaseCommand):
     def _run_children(self, host: str, port: int) -> None:
         env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
         worker = [sys.executable, str(settings.BASE_DIR / "manage.py"), "worker"]
-        children = [subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR) for cmd in (web_command(host, port), worker)]
+        children = [
+            subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR) for cmd in (web_command(host, port), worker)
+        ]
 
         stopping = []
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,283 @@
+"""The write path of the span store: validate a batch, apply it, emit "spans ended".
+
+A batch is all-or-nothing. Rows are applied in order, each over the state left by the ones
+before it, so a batch holding a span's start, end and a later log gives the same result as
+three batches. Writing a batch twice changes nothing: rows whose stored columns would not
+change are not written, and a batch that changes nothing takes no transaction id.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, OperationalError, transaction
+from django.utils import timezone
+
+from onlinescore.exceptions import ApplicationError, ValidationError
+from projects.auth import Principal
+from projects.ingest.merge import apply_write, copy_json, has_ended
+from projects.ingest.rows import Write, parse_row
+from projects.models import Comment, Project, Span, Transaction
+from projects.selectors import project_get, span_event
+from projects.signals import spans_ended
+
+_LOOKUP_CHUNK = 500
+_WRITE_ATTEMPTS = 5
+# PostgreSQL: unique violation, deadlock, serialization failure.
+_RETRY_SQLSTATES = frozenset({"23505", "40P01", "40001"})
+
+
+@dataclass(frozen=True)
+class EndedSpan:
+    """A span that ended in this write: the saved row, and the row as it was at its end
+    (later rows of the same batch may have changed the saved one)."""
+
+    span: Span
+    at_end: Span
+
+    @property
+    def row(self) -> dict:
+        return span_event(self.at_end)
+
+
+def logs_ingest(*, principal: Principal, rows: Any, project: Project | None = None) -> list[str]:
+    """Write a batch of log rows and return their row ids, in input order.
+
+    With `project` (REST insert) rows may omit `project_id`; without it (/logs3) each row names
+    its project. Each project needs `update` on its logs. Raises ApplicationError, having
+    written nothing, for any bad row. Receivers of `spans_ended` run inside the transaction: if
+    one raises, nothing is written and the error propagates.
+    """
+    if not isinstance(rows, list):
+        raise ValidationError("Expected a list of rows.", field="events" if project else "rows")
+    writes = [parse_row(i, row) for i, row in enumerate(rows)]
+    projects = _projects_for(principal, writes, project)
+    for attempt in range(_WRITE_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                _apply(writes, projects)
+            return [w.row_id for w in writes]
+        except (IntegrityError, OperationalError) as exc:
+            # Another request inserted one of our new rows first, or the two deadlocked: the
+            # transaction rolled back, so read the rows again and re-apply the batch.
+            if attempt == _WRITE_ATTEMPTS - 1 or not _is_write_conflict(exc):
+                raise
+
+
+def _is_write_conflict(exc: Exception) -> bool:
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _RETRY_SQLSTATES
+    return isinstance(exc, IntegrityError) and "UNIQUE constraint failed" in str(exc)
+
+
+def _projects_for(principal: Principal, writes: list[Write], project: Project | None) -> dict[int, Project]:
+    """The project of each write (by index), with permission checked once per project."""
+    resolved: dict[str, Project] = {}
+    if project is not None:
+        resolved[str(project.pk)] = project
+    by_index = {}
+    for w in writes:
+        if project is not None and w.project_id is not None and w.project_id != str(project.pk):
+            raise ValidationError(
+                "project_id differs from the project in the URL.", index=w.index, field="project_id"
+            )
+        pid = str(project.pk) if project is not None else w.project_id
+        if pid is None:
+            raise ValidationError("Each row needs a project_id.", index=w.index, field="project_id")
+        if pid not in resolved:
+            try:
+                resolved[pid] = project_get(
+                    principal=principal, project_id=pid, object_type="project_logs", permission="update"
+                )
+            except ApplicationError as exc:
+                exc.details.update(index=w.index, field="project_id")
+                raise
+        by_index[w.index] = resolved[pid]
+    return by_index
+
+
+_SPAN_JSON = ("span_parents", "span_attributes", "input", "output", "expected", "error",
+              "scores", "metadata", "metrics", "tags", "context", "origin")  # fmt: skip
+_SPAN_DATA = (
+    *_SPAN_JSON,
+    "span_id",
+    "root_span_id",
+    "is_root",
+    "name",
+    "type",
+    "created",
+    "deleted",
+    "ended_at",
+)
+_SPAN_COLUMNS = [*_SPAN_DATA, "xact_id"]
+
+
+@dataclass
+class _State:
+    """One row while a batch is applied: its stored version (if any) and its current document."""
+
+    span: Span | None
+    document: dict | None = None
+    deleted: bool = False
+    ended_at: datetime | None = None
+    at_end: dict | None = None
+    stored: dict | None = field(init=False)
+
+    def __post_init__(self):
+        self.stored = None if self.span is None else {name: getattr(self.span, name) for name in _SPAN_DATA}
+        if self.span is not None:
+            self.document = _document_of(self.span)
+            self.deleted, self.ended_at = self.span.deleted, self.span.ended_at
+
+    def values(self) -> dict | None:
+        if self.document is None:
+            return None
+        return {**_columns(self.document), "deleted": self.deleted, "ended_at": self.ended_at}
+
+
+def _apply(writes: list[Write], projects: dict[int, Project]) -> None:
+    now = timezone.now()
+    span_writes = [w for w in writes if not w.is_comment]
+    stored = _load(Span, {(projects[w.index].pk, w.row_id) for w in span_writes})
+    states: dict[tuple, _State] = {}
+    for w in span_writes:
+        key = (projects[w.index].pk, w.row_id)
+        state = states.get(key) or states.setdefault(key, _State(stored.get(key)))
+        _apply_one(state, w, now)
+    comments = _comment_changes([w for w in writes if w.is_comment], projects, now)
+
+    # Sorted, so that concurrent batches touching the same rows lock them in the same order.
+    changed = [(key, s, s.values()) for key, s in sorted(states.items()) if s.values() != s.stored]
+    if not changed and not comments:
+        return
+    xact = Transaction.objects.create()
+    new, ended = [], []
+    for (project_id, row_id), state, values in changed:
+        span = state.span or Span(project_id=project_id, row_id=row_id)
+        _fill(span, values, xact.id)
+        if state.span is None:
+            new.append(span)
+        else:
+            # One UPDATE each: bulk_update's CASE per column and row costs far more in Python.
+            span.save(update_fields=_SPAN_COLUMNS)
+        if state.at_end is not None:
+            ended.append((span, state.at_end))
+    Span.objects.bulk_create(new)
+    for comment in comments:
+        comment.xact_id = xact.id
+        if comment.pk is not None:
+            comment.save(update_fields=[*_COMMENT_FIELDS, "xact_id"])
+    Comment.objects.bulk_create([c for c in comments if c.pk is None])
+    if ended:
+        spans_ended.send(sender=Span, ended=[_ended(span, document) for span, document in ended])
+
+
+def _apply_one(state: _State, w: Write, now: datetime) -> None:
+    if w.delete:
+        if state.document is not None:
+            state.deleted = True
+        return
+    # A tombstoned row is gone: a later write starts it afresh, as a new span.
+    current = None if state.deleted else state.document
+    document = apply_write(current, w.document, is_merge=w.is_merge, merge_paths=w.merge_paths)
+    _set_defaults(document, current, now)
+    if state.deleted:
+        state.ended_at = None
+    state.document, state.deleted = document, False
+    if state.ended_at is None and has_ended(document):
+        state.ended_at = now
+        state.at_end = copy_json(document)
+
+
+def _set_defaults(document: dict, previous: dict | None, now: datetime) -> None:
+    """A row without trace ids is a root span of its own. A row without `created` keeps the
+    stored one, or was created now."""
+    document.setdefault("span_id", document["id"])
+    document.setdefault("root_span_id", document["span_id"])
+    if document.get("created") is None:
+        document["created"] = previous["created"] if previous else now
+
+
+def _columns(document: dict) -> dict:
+    """The stored columns of a row document (all but deleted, ended_at and xact_id)."""
+    attributes = document.get("span_attributes") or {}
+    return {
+        **{name: document.get(name) for name in _SPAN_JSON},
+        "span_attributes": attributes,
+        "span_id": document["span_id"],
+        "root_span_id": document["root_span_id"],
+        "is_root": not document.get("span_parents"),
+        "name": str(attributes.get("name") or "")[:255],
+        "type": str(attributes.get("type") or "")[:64],
+        "created": document["created"],
+    }
+
+
+def _fill(span: Span, values: dict, xact_id: int) -> None:
+    for name, value in values.items():
+        setattr(span, name, value)
+    span.xact_id = xact_id
+
+
+def _document_of(span: Span) -> dict:
+    document = {name: getattr(span, name) for name in _SPAN_JSON}
+    document.update(
+        id=span.row_id, span_id=span.span_id, root_span_id=span.root_span_id, created=span.created
+    )
+    return document
+
+
+def _ended(span: Span, document: dict) -> EndedSpan:
+    at_end = Span(pk=span.pk, project_id=span.project_id, row_id=span.row_id)
+    _fill(at_end, {**_columns(document), "deleted": False, "ended_at": span.ended_at}, span.xact_id)
+    return EndedSpan(span=span, at_end=at_end)
+
+
+_COMMENT_FIELDS = ("comment", "origin", "span_row_id", "created", "deleted")
+
+
+def _comment_changes(writes: list[Write], projects: dict[int, Project], now: datetime) -> list[Comment]:
+    """The comments these writes create or change (unsaved; xact_id not yet set)."""
+    if not writes:
+        return []
+    comments = _load(Comment, {(projects[w.index].pk, w.row_id) for w in writes})
+    before = {key: _comment_state(c) for key, c in comments.items()}
+    for w in writes:
+        key = (projects[w.index].pk, w.row_id)
+        comment = comments.get(key)
+        if w.delete:
+            if comment is not None:
+                comment.deleted = True
+            continue
+        comment = comments.setdefault(key, Comment(project_id=key[0], row_id=w.row_id, created=now))
+        comment.comment = w.document["comment"]
+        comment.origin = w.document["origin"]
+        comment.span_row_id = w.document["origin"]["id"]
+        comment.created = w.document.get("created") or comment.created
+        comment.deleted = False
+    return [c for key, c in sorted(comments.items()) if _comment_state(c) != before.get(key)]
+
+
+def _comment_state(comment: Comment) -> tuple:
+    return tuple(getattr(comment, name) for name in _COMMENT_FIELDS)
+
+
+def _load(model, keys: set[tuple]) -> dict[tuple, Any]:
+    """Stored rows by (project pk, row id), locked until the transaction ends (PostgreSQL), in
+    a fixed order so that concurrent batches cannot deadlock on them."""
+    by_project: dict[Any, list[str]] = {}
+    for project_id, row_id in sorted(keys):
+        by_project.setdefault(project_id, []).append(row_id)
+    found = {}
+    for project_id, row_ids in by_project.items():
+        for i in range(0, len(row_ids), _LOOKUP_CHUNK):
+            chunk = row_ids[i : i + _LOOKUP_CHUNK]
+            rows = (
+                model.objects.select_for_update()
+                .filter(project_id=project_id, row_id__in=chunk)
+                .order_by("row_id")
+            )
+            for row in rows:
+                found[(row.project_id, row.row_id)] = row
+    return found
