@@ -343,7 +343,8 @@ def measure_http(base: str, key: str, bodies: list[list[bytes]], rows: int) -> f
 
 
 def measure_orm(project, batches: list[list[dict]], rows: int) -> float:
-    """rows/s of writing the same batches with bulk_create/bulk_update, one transaction each."""
+    """rows/s of writing the same batches with bulk ORM calls, one transaction each: bulk_create
+    for the starts, and bulk_create(update_conflicts=True) (an upsert) for the ends."""
     from django.db import transaction
     from django.utils import timezone as dj_timezone
 
@@ -381,7 +382,13 @@ def measure_orm(project, batches: list[list[dict]], rows: int) -> float:
             for span in new:
                 started[span.row_id] = span
             if ended:
-                Span.objects.bulk_update(ended, end_columns)
+                # The fastest bulk ORM update: one INSERT ... ON CONFLICT DO UPDATE for the batch.
+                Span.objects.bulk_create(
+                    ended,
+                    update_conflicts=True,
+                    unique_fields=["project", "row_id"],
+                    update_fields=end_columns,
+                )
     elapsed = time.perf_counter() - t0
     if started:
         raise SystemExit(f"ORM baseline left {len(started)} spans without an end: the workload is wrong.")

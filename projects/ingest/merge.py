@@ -27,19 +27,22 @@ def apply_write(
     A replace (or any write to a missing row) stores `incoming` as it is. A merge deep-merges
     it: objects recursively, except below a path of `merge_paths`; `tags` set-unioned (unless
     `merge_paths` names it); any other value replaced; identity fields ignored (they stay as
-    `stored` has them, even absent). Neither argument is modified.
+    `stored` has them, even absent).
+
+    Neither argument is modified, but the result shares values with `incoming` (copying them
+    is most of the cost of a write): treat documents as immutable once written.
     """
     if stored is None or not is_merge:
-        return copy_json(incoming)
+        return incoming
     merged = copy_json(stored)
-    updates = {k: copy_json(v) for k, v in incoming.items() if k not in IDENTITY_FIELDS}
+    updates = {k: v for k, v in incoming.items() if k not in IDENTITY_FIELDS}
     _merge_into(merged, updates, (), {tuple(p) for p in merge_paths})
     return merged
 
 
 def copy_json(value: Any) -> Any:
     """A deep copy of a JSON document (other values, such as datetimes, are immutable and
-    shared). Several times faster than copy.deepcopy, which is most of a merge's cost."""
+    shared). Several times faster than copy.deepcopy."""
     if isinstance(value, dict):
         return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -8,6 +8,7 @@ change are not written, and a batch that changes nothing takes no transaction id
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, transaction
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from onlinescore.exceptions import ApplicationError, ValidationError
 from projects.auth import Principal
-from projects.ingest.merge import apply_write, copy_json, has_ended
+from projects.ingest.merge import apply_write, has_ended
 from projects.ingest.rows import Write, parse_row
 from projects.models import Comment, Project, Span, Transaction
 from projects.selectors import project_get, span_event
@@ -33,10 +34,22 @@ class EndedSpan:
     (later rows of the same batch may have changed the saved one)."""
 
     span: Span
-    at_end: Span
+    document: dict
+
+    @cached_property
+    def at_end(self) -> Span:
+        """An unsaved copy of `span` (same pk) holding the row as it was at its end."""
+        at_end = Span(pk=self.span.pk, project_id=self.span.project_id, row_id=self.span.row_id)
+        _fill(
+            at_end,
+            {**_columns(self.document), "deleted": False, "ended_at": self.span.ended_at},
+            self.span.xact_id,
+        )
+        return at_end
 
     @property
     def row(self) -> dict:
+        """The row as it was at its end, in the API's event shape."""
         return span_event(self.at_end)
 
 
@@ -54,8 +67,7 @@ def logs_ingest(*, principal: Principal, rows: Any, project: Project | None = No
     projects = _projects_for(principal, writes, project)
     for attempt in range(_WRITE_ATTEMPTS):
         try:
-            with transaction.atomic():
-                _apply(writes, projects)
+            _write(writes, projects)
             return [w.row_id for w in writes]
         except (IntegrityError, OperationalError) as exc:
             # Another request inserted one of our new rows first, or the two deadlocked: the
@@ -136,41 +148,93 @@ class _State:
         return {**_columns(self.document), "deleted": self.deleted, "ended_at": self.ended_at}
 
 
-def _apply(writes: list[Write], projects: dict[int, Project]) -> None:
+@dataclass
+class _Plan:
+    """What a batch changes, worked out from the rows as they were read."""
+
+    spans: list[tuple[tuple, _State, dict]]  # (key, state, new column values), in key order
+    comments: list[Comment]
+    versions: dict[tuple, int]  # (model, project, row id) -> xact_id of every row read
+
+
+def _write(writes: list[Write], projects: dict[int, Project]) -> None:
+    """Apply a batch in one transaction.
+
+    The new state of every row is worked out before the write lock is taken (on SQLite one lock
+    serializes every writer, so time under it is the ingest rate). Under the lock, the rows are
+    checked to be as they were read; if another request wrote one meanwhile, the plan is made
+    again from rows read under the lock."""
+    plan = _plan(writes, projects, lock=False)
+    with transaction.atomic():
+        if _versions(plan.versions.keys() | _planned_keys(plan), lock=True) != plan.versions:
+            plan = _plan(writes, projects, lock=True)
+        _save(plan)
+
+
+def _plan(writes: list[Write], projects: dict[int, Project], *, lock: bool) -> _Plan:
     now = timezone.now()
     span_writes = [w for w in writes if not w.is_comment]
-    stored = _load(Span, {(projects[w.index].pk, w.row_id) for w in span_writes})
+    stored = _load(Span, {(projects[w.index].pk, w.row_id) for w in span_writes}, lock=lock)
     states: dict[tuple, _State] = {}
     for w in span_writes:
         key = (projects[w.index].pk, w.row_id)
         state = states.get(key) or states.setdefault(key, _State(stored.get(key)))
         _apply_one(state, w, now)
-    comments = _comment_changes([w for w in writes if w.is_comment], projects, now)
-
+    comment_writes = [w for w in writes if w.is_comment]
+    stored_comments = _load(Comment, {(projects[w.index].pk, w.row_id) for w in comment_writes}, lock=lock)
     # Sorted, so that concurrent batches touching the same rows lock them in the same order.
-    changed = [(key, s, s.values()) for key, s in sorted(states.items()) if s.values() != s.stored]
-    if not changed and not comments:
+    return _Plan(
+        spans=[(key, s, values) for key, s in sorted(states.items()) if (values := s.values()) != s.stored],
+        comments=_comment_changes(comment_writes, projects, stored_comments, now),
+        versions={
+            **{(Span, *key): span.xact_id for key, span in stored.items()},
+            **{(Comment, *key): comment.xact_id for key, comment in stored_comments.items()},
+        },
+    )
+
+
+def _planned_keys(plan: _Plan) -> set[tuple]:
+    return {(Span, *key) for key, _, _ in plan.spans} | {
+        (Comment, c.project_id, c.row_id) for c in plan.comments
+    }
+
+
+def _versions(keys: set[tuple], *, lock: bool) -> dict[tuple, int]:
+    """xact_id of each of these rows that exists, by (model, project, row id)."""
+    versions = {}
+    for model in (Span, Comment):
+        rows = _load(model, {key[1:] for key in keys if key[0] is model}, lock=lock, fields=["xact_id"])
+        versions.update({(model, *key): row.xact_id for key, row in rows.items()})
+    return versions
+
+
+def _save(plan: _Plan) -> None:
+    if not plan.spans and not plan.comments:
         return
     xact = Transaction.objects.create()
-    new, ended = [], []
-    for (project_id, row_id), state, values in changed:
+    new, updated, ended = [], [], []
+    for (project_id, row_id), state, values in plan.spans:
         span = state.span or Span(project_id=project_id, row_id=row_id)
         _fill(span, values, xact.id)
-        if state.span is None:
-            new.append(span)
-        else:
-            # One UPDATE each: bulk_update's CASE per column and row costs far more in Python.
-            span.save(update_fields=_SPAN_COLUMNS)
+        (updated if state.span else new).append(span)
         if state.at_end is not None:
             ended.append((span, state.at_end))
+    # New rows: a plain INSERT, so that a row another request inserted meanwhile is a unique
+    # violation (and a retry), never a silent overwrite.
     Span.objects.bulk_create(new)
-    for comment in comments:
+    if updated:
+        # Stored rows, locked: one upsert writes them all. bulk_update would build a CASE per
+        # column and row, and a save() each costs a statement each.
+        Span.objects.bulk_create(
+            updated, update_conflicts=True, unique_fields=["project", "row_id"], update_fields=_SPAN_COLUMNS
+        )
+    for comment in plan.comments:
         comment.xact_id = xact.id
         if comment.pk is not None:
             comment.save(update_fields=[*_COMMENT_FIELDS, "xact_id"])
-    Comment.objects.bulk_create([c for c in comments if c.pk is None])
+    Comment.objects.bulk_create([c for c in plan.comments if c.pk is None])
     if ended:
-        spans_ended.send(sender=Span, ended=[_ended(span, document) for span, document in ended])
+        spans_ended.send(sender=Span, ended=[EndedSpan(span, document) for span, document in ended])
 
 
 def _apply_one(state: _State, w: Write, now: datetime) -> None:
@@ -181,22 +245,26 @@ def _apply_one(state: _State, w: Write, now: datetime) -> None:
     # A tombstoned row is gone: a later write starts it afresh, as a new span.
     current = None if state.deleted else state.document
     document = apply_write(current, w.document, is_merge=w.is_merge, merge_paths=w.merge_paths)
-    _set_defaults(document, current, now)
+    document = _with_defaults(document, current, now)
     if state.deleted:
         state.ended_at = None
     state.document, state.deleted = document, False
     if state.ended_at is None and has_ended(document):
         state.ended_at = now
-        state.at_end = copy_json(document)
+        state.at_end = document  # documents are never modified once written: no copy needed
 
 
-def _set_defaults(document: dict, previous: dict | None, now: datetime) -> None:
+def _with_defaults(document: dict, previous: dict | None, now: datetime) -> dict:
     """A row without trace ids is a root span of its own. A row without `created` keeps the
     stored one, or was created now."""
-    document.setdefault("span_id", document["id"])
-    document.setdefault("root_span_id", document["span_id"])
+    defaults = {}
+    if "span_id" not in document:
+        defaults["span_id"] = document["id"]
+    if "root_span_id" not in document:
+        defaults["root_span_id"] = document.get("span_id", document["id"])
     if document.get("created") is None:
-        document["created"] = previous["created"] if previous else now
+        defaults["created"] = previous["created"] if previous else now
+    return {**document, **defaults} if defaults else document
 
 
 def _columns(document: dict) -> dict:
@@ -228,20 +296,14 @@ def _document_of(span: Span) -> dict:
     return document
 
 
-def _ended(span: Span, document: dict) -> EndedSpan:
-    at_end = Span(pk=span.pk, project_id=span.project_id, row_id=span.row_id)
-    _fill(at_end, {**_columns(document), "deleted": False, "ended_at": span.ended_at}, span.xact_id)
-    return EndedSpan(span=span, at_end=at_end)
-
-
 _COMMENT_FIELDS = ("comment", "origin", "span_row_id", "created", "deleted")
 
 
-def _comment_changes(writes: list[Write], projects: dict[int, Project], now: datetime) -> list[Comment]:
-    """The comments these writes create or change (unsaved; xact_id not yet set)."""
-    if not writes:
-        return []
-    comments = _load(Comment, {(projects[w.index].pk, w.row_id) for w in writes})
+def _comment_changes(
+    writes: list[Write], projects: dict[int, Project], comments: dict[tuple, Comment], now: datetime
+) -> list[Comment]:
+    """The comments these writes create or change (unsaved; xact_id not yet set), given the
+    stored ones (which are modified)."""
     before = {key: _comment_state(c) for key, c in comments.items()}
     for w in writes:
         key = (projects[w.index].pk, w.row_id)
@@ -263,21 +325,21 @@ def _comment_state(comment: Comment) -> tuple:
     return tuple(getattr(comment, name) for name in _COMMENT_FIELDS)
 
 
-def _load(model, keys: set[tuple]) -> dict[tuple, Any]:
-    """Stored rows by (project pk, row id), locked until the transaction ends (PostgreSQL), in
-    a fixed order so that concurrent batches cannot deadlock on them."""
+def _load(model, keys: set[tuple], *, lock: bool, fields: list[str] | None = None) -> dict[tuple, Any]:
+    """Stored rows by (project pk, row id). With `lock`, they stay locked until the transaction
+    ends (PostgreSQL; SQLite has locked the whole database), taken in a fixed order so that
+    concurrent batches cannot deadlock on them."""
     by_project: dict[Any, list[str]] = {}
     for project_id, row_id in sorted(keys):
         by_project.setdefault(project_id, []).append(row_id)
     found = {}
     for project_id, row_ids in by_project.items():
         for i in range(0, len(row_ids), _LOOKUP_CHUNK):
-            chunk = row_ids[i : i + _LOOKUP_CHUNK]
-            rows = (
-                model.objects.select_for_update()
-                .filter(project_id=project_id, row_id__in=chunk)
-                .order_by("row_id")
-            )
+            rows = model.objects.filter(project_id=project_id, row_id__in=row_ids[i : i + _LOOKUP_CHUNK])
+            if lock:
+                rows = rows.select_for_update().order_by("row_id")
+            if fields:
+                rows = rows.only("project_id", "row_id", *fields)
             for row in rows:
                 found[(row.project_id, row.row_id)] = row
     return found

@@ -8,6 +8,7 @@ bits, absurd nesting), so nothing later can fail on it.
 
 import json
 import math
+import re
 import zlib
 from typing import Any
 
@@ -17,6 +18,12 @@ from onlinescore.exceptions import PayloadTooLarge, ValidationError
 
 MAX_DEPTH = 100
 _INT_LIMIT = 2**63
+# json.loads joins escaped surrogate pairs into one character, so any surrogate left is unpaired.
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
+_RISKY_ESCAPES = re.compile(r"\\u0000|\\u[dD][89a-fA-F]")
+_BIG_NUMBERS = re.compile(r"\d{19}|[eE][+-]?\d{3}")
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS_ONLY = {c: None for c in range(128) if chr(c) not in "[]{}"}
 # Batch bodies: an error inside one of their rows names the row (`index`) and the field in it.
 _BATCH_KEYS = ("rows", "events")
 
@@ -74,8 +81,27 @@ def parse_json(raw: bytes) -> Any:
         raise ValidationError(
             f"The JSON is nested deeper than {MAX_DEPTH} levels.", code="invalid_json"
         ) from None
-    _check_values(value)
+    if _may_hold_unstorable(text):
+        _check_values(value)
     return value
+
+
+def _may_hold_unstorable(text: str) -> bool:
+    """False when the JSON text certainly holds nothing `_check_values` would reject, which
+    spares nearly every body a walk over all its values. NUL and lone surrogates can only be
+    written as escapes; outside strings, a 64-bit overflow needs 19 digits and an infinity a
+    3-digit exponent; nesting is counted on the brackets outside strings."""
+    if _RISKY_ESCAPES.search(text):
+        return True
+    structure = _STRINGS.sub('""', text)
+    if _BIG_NUMBERS.search(structure):
+        return True
+    depth = 0
+    for char in structure.translate(_BRACKETS_ONLY):
+        depth += 1 if char in "[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
 
 
 def _reject_constant(name: str):
@@ -83,50 +109,67 @@ def _reject_constant(name: str):
 
 
 def _check_values(root: Any) -> None:
-    """Raise ValidationError at the first value no database can store, naming its path."""
-    stack: list[tuple[Any, tuple]] = [(root, ())]
+    """Raise ValidationError at the first value no database can store, naming its path.
+
+    The walk that finds a problem keeps no paths, because it runs on every body; only a bad
+    body pays for a second walk that finds where the problem is."""
+    stack = [(root, 0)]
     while stack:
-        value, path = stack.pop()
-        problem = None
-        if len(path) > MAX_DEPTH:
-            problem = f"Values may be nested {MAX_DEPTH} levels deep at most."
-        elif isinstance(value, str):
-            problem = _string_problem(value)
-        elif isinstance(value, bool) or value is None:
-            continue
-        elif isinstance(value, int):
-            if not -_INT_LIMIT <= value < _INT_LIMIT:
-                problem = "Integers must fit in 64 bits."
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                problem = "Numbers must be finite."
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                key_problem = _string_problem(key)
-                if key_problem:
-                    _raise(f"Key: {key_problem}", path)
-                stack.append((item, (*path, key)))
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth >= MAX_DEPTH or any(_string_problem(key) for key in value):
+                break
+            stack.extend((item, depth + 1) for item in value.values())
         elif isinstance(value, list):
-            stack.extend((item, (*path, i)) for i, item in enumerate(value))
-        if problem:
-            _raise(problem, path)
-
-
-def _string_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "Strings cannot contain the NUL character (\\u0000)."
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "Strings cannot contain unpaired surrogates (\\ud800-\\udfff)."
-    return None
-
-
-def _raise(message: str, path: tuple) -> None:
+            if depth >= MAX_DEPTH:
+                break
+            stack.extend((item, depth + 1) for item in value)
+        elif _value_problem(value):
+            break
+    else:
+        return
+    path, message = _locate_problem(root, ())
     details = {}
     if len(path) >= 2 and path[0] in _BATCH_KEYS and isinstance(path[1], int):
         details["index"], path = path[1], path[2:]
     raise ValidationError(message, field=_dotted(path) or None, **details)
+
+
+def _locate_problem(value: Any, path: tuple) -> tuple[tuple, str] | None:
+    """(path, message) of the first problem under `value`, depth first."""
+    if isinstance(value, dict | list):
+        if len(path) >= MAX_DEPTH:
+            return path, f"Values may be nested {MAX_DEPTH} levels deep at most."
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and (problem := _string_problem(key)):
+                return path, f"Key: {problem}"
+            if found := _locate_problem(item, (*path, key)):
+                return found
+        return None
+    problem = _value_problem(value)
+    return (path, problem) if problem else None
+
+
+def _value_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return _string_problem(value)
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int) and not -_INT_LIMIT <= value < _INT_LIMIT:
+        return "Integers must fit in 64 bits."
+    if isinstance(value, float) and not math.isfinite(value):
+        return "Numbers must be finite."
+    return None
+
+
+def _string_problem(text: str) -> str | None:
+    bad = _UNSTORABLE_CHARS.search(text)
+    if bad is None:
+        return None
+    if bad.group() == "\x00":
+        return "Strings cannot contain the NUL character (\\u0000)."
+    return "Strings cannot contain unpaired surrogates (\\ud800-\\udfff)."
 
 
 def _dotted(path: tuple) -> str:

@@ -238,3 +238,25 @@ def test_the_store_agrees_with_the_sdk_batching(org, stream):
                 for s in Span.objects.filter(project=project)}  # fmt: skip
 
     assert state(batched) == state(one_by_one)
+
+
+def test_a_row_written_between_planning_and_locking_is_replanned(owner, project, monkeypatch, ended):
+    """The batch is planned before the write lock; a write that lands in between is not lost."""
+    from projects.ingest import services
+
+    insert(owner, project, start("a", metadata={"first": 1}))
+    real_plan, calls = services._plan, []
+
+    def plan_then_interfere(writes, projects, *, lock):
+        calls.append(lock)
+        result = real_plan(writes, projects, lock=lock)
+        if len(calls) == 1:  # another request merges into the row after we read it
+            insert(owner, project, merge("a", metadata={"between": 2}, metrics={"end": 3.0}))
+        return result
+
+    monkeypatch.setattr(services, "_plan", plan_then_interfere)
+    insert(owner, project, merge("a", metadata={"second": 3}, metrics={"end": 4.0}))
+    assert calls == [False, False, True]  # ours, the interfering request's, ours again under the lock
+    assert stored(project, "a").metadata == {"first": 1, "between": 2, "second": 3}
+    assert stored(project, "a").metrics == {"start": 1.0, "end": 4.0}
+    assert len([e for event in ended for e in event]) == 1  # it ended once, in the write between
