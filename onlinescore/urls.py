@@ -19,5 +19,7 @@ urlpatterns = [
     path("", include("projects.urls")),
 ]
 
+handler400 = "onlinescore.views.bad_request"
+handler403 = "onlinescore.views.permission_denied"
 handler404 = "onlinescore.views.not_found"
 handler500 = "onlinescore.views.server_error"

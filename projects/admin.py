@@ -1,8 +1,8 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 
 from projects import services
-from projects.auth import key_generate
 from projects.models import APIKey, Comment, Membership, Organization, Project, ProjectGrant, Span, User
 
 
@@ -56,6 +56,25 @@ class ProjectGrantAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "project"]
 
 
+class APIKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = APIKey
+        fields = ["organization", "user", "name"]
+
+    def clean(self):
+        data = super().clean()
+        organization, user = data.get("organization"), data.get("user")
+        if (
+            organization
+            and user
+            and not Membership.objects.filter(organization=organization, user=user).exists()
+        ):
+            raise forms.ValidationError(
+                f"{user} is not a member of {organization}: add the membership first."
+            )
+        return data
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
     list_display = ["__str__", "name", "organization", "user", "created", "last_used", "revoked_at"]
@@ -65,20 +84,27 @@ class APIKeyAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "organization"]
     actions = ["revoke"]
 
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = APIKeyAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return self.fields if obj else APIKeyAddForm.Meta.fields
+
     def get_readonly_fields(self, request, obj=None):
         # Who a key belongs to is fixed once it exists.
         return self.readonly_fields + (["organization", "user"] if obj else [])
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            if not Membership.objects.filter(organization=obj.organization, user=obj.user).exists():
-                services.membership_set(organization=obj.organization, user=obj.user)
-            raw, obj.prefix, obj.digest = key_generate()
-            messages.warning(
-                request,
-                f"The new API key is {raw} . Copy it now: it is not stored and cannot be shown again.",
-            )
-        super().save_model(request, obj, form, change)
+        if change:
+            return super().save_model(request, obj, form, change)
+        key, raw = services.api_key_create(organization=obj.organization, user=obj.user, name=obj.name)
+        obj.pk = key.pk
+        obj.refresh_from_db()
+        messages.warning(
+            request, f"The new API key is {raw} . Copy it now: it is not stored and cannot be shown again."
+        )
 
     @admin.action(description="Revoke the selected API keys")
     def revoke(self, request, queryset):

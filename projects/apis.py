@@ -119,6 +119,7 @@ class Logs3API(RawJSONAPIView):
 
 class ProjectListCreateAPI(RawJSONAPIView):
     @extend_schema(
+        operation_id="project_list",
         parameters=[OpenApiParameter("project_name", str, description="Only the project with this name")],
         responses={200: inline_serializer("ProjectList", {"objects": ProjectSerializer(many=True)})},
     )

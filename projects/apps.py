@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class ProjectsConfig(AppConfig):
     name = "projects"
     verbose_name = "Organizations, projects and logs"
+
+    def ready(self):
+        from projects import schema  # noqa: F401 registers the OpenAPI authentication scheme

@@ -70,6 +70,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # So that any manage.py command works on a fresh checkout, not only `make run`.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
     # The web server and the workers write side by side. WAL lets readers run during a write,
     # IMMEDIATE takes the write lock at BEGIN (so a transaction never fails half-way when it
     # upgrades from read to write) and the timeout makes a writer wait instead of raising

@@ -1,4 +1,7 @@
+import io
+
 import pytest
+from django.core.management import call_command
 
 from projects.models import Project, Span
 
@@ -112,4 +115,14 @@ def test_malformed_project_ids_are_404s(owner):
 def test_openapi_schema_and_docs_are_served(anonymous):
     schema = anonymous.get("/api/schema/")
     assert schema.status_code == 200 and b"/v1/project_logs/{project_id}/insert" in schema.content
+    assert b"bearer" in schema.content
     assert anonymous.get("/api/docs/").status_code == 200
+
+
+def test_the_openapi_schema_validates_without_warnings():
+    call_command("spectacular", "--validate", "--fail-on-warn", stdout=io.StringIO())
+
+
+def test_a_disallowed_host_gets_a_json_400(owner):
+    response = owner.client.get("/v1/project", HTTP_HOST="evil.example")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
