@@ -5,5 +5,8 @@ from django.dispatch import Signal
 
 # Sent once per ingest write that ended spans, inside its database transaction, after the rows
 # are saved. Argument `ended`: list[projects.ingest.services.EndedSpan]. A span appears in exactly
-# one such event in its life: the write that makes `metrics.end` present for the first time.
+# one such event in its life: the write that makes `metrics.end` present for the first time (a
+# row deleted with `_object_delete` and written again is a new span).
+# A receiver that raises rolls the whole write back (the client sees an error and may retry), so
+# receivers must only record work, such as rows for a job to pick up after commit.
 spans_ended = Signal()
