@@ -154,7 +154,8 @@ class _Plan:
 
     spans: list[tuple[tuple, _State, dict]]  # (key, state, new column values), in key order
     comments: list[Comment]
-    versions: dict[tuple, int]  # (model, project, row id) -> xact_id of every row read
+    read: set[tuple]  # (model, project, row id) of every row the batch writes, found or not
+    versions: dict[tuple, int]  # (model, project, row id) -> xact_id of each of them found
 
 
 def _write(writes: list[Write], projects: dict[int, Project]) -> None:
@@ -166,7 +167,7 @@ def _write(writes: list[Write], projects: dict[int, Project]) -> None:
     again from rows read under the lock."""
     plan = _plan(writes, projects, lock=False)
     with transaction.atomic():
-        if _versions(plan.versions.keys() | _planned_keys(plan), lock=True) != plan.versions:
+        if _versions(plan.read, lock=True) != plan.versions:
             plan = _plan(writes, projects, lock=True)
         _save(plan)
 
@@ -174,29 +175,26 @@ def _write(writes: list[Write], projects: dict[int, Project]) -> None:
 def _plan(writes: list[Write], projects: dict[int, Project], *, lock: bool) -> _Plan:
     now = timezone.now()
     span_writes = [w for w in writes if not w.is_comment]
-    stored = _load(Span, {(projects[w.index].pk, w.row_id) for w in span_writes}, lock=lock)
+    span_keys = {(projects[w.index].pk, w.row_id) for w in span_writes}
+    stored = _load(Span, span_keys, lock=lock)
     states: dict[tuple, _State] = {}
     for w in span_writes:
         key = (projects[w.index].pk, w.row_id)
         state = states.get(key) or states.setdefault(key, _State(stored.get(key)))
         _apply_one(state, w, now)
     comment_writes = [w for w in writes if w.is_comment]
-    stored_comments = _load(Comment, {(projects[w.index].pk, w.row_id) for w in comment_writes}, lock=lock)
+    comment_keys = {(projects[w.index].pk, w.row_id) for w in comment_writes}
+    stored_comments = _load(Comment, comment_keys, lock=lock)
     # Sorted, so that concurrent batches touching the same rows lock them in the same order.
     return _Plan(
         spans=[(key, s, values) for key, s in sorted(states.items()) if (values := s.values()) != s.stored],
         comments=_comment_changes(comment_writes, projects, stored_comments, now),
+        read={(Span, *key) for key in span_keys} | {(Comment, *key) for key in comment_keys},
         versions={
             **{(Span, *key): span.xact_id for key, span in stored.items()},
             **{(Comment, *key): comment.xact_id for key, comment in stored_comments.items()},
         },
     )
-
-
-def _planned_keys(plan: _Plan) -> set[tuple]:
-    return {(Span, *key) for key, _, _ in plan.spans} | {
-        (Comment, c.project_id, c.row_id) for c in plan.comments
-    }
 
 
 def _versions(keys: set[tuple], *, lock: bool) -> dict[tuple, int]:

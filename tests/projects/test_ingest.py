@@ -277,3 +277,20 @@ def test_a_row_written_between_planning_and_locking_is_replanned(owner, project,
     assert stored(project, "a").metadata == {"first": 1, "between": 2, "second": 3}
     assert stored(project, "a").metrics == {"start": 1.0, "end": 4.0}
     assert len([e for event in ended for e in event]) == 1  # it ended once, in the write between
+
+
+def test_a_delete_planned_against_a_missing_row_sees_the_row_created_meanwhile(owner, project, monkeypatch):
+    from projects.ingest import services
+
+    real_plan, calls = services._plan, []
+
+    def plan_then_interfere(writes, projects, *, lock):
+        calls.append(lock)
+        result = real_plan(writes, projects, lock=lock)
+        if len(calls) == 1:  # the row is created after we found it missing
+            insert(owner, project, start("a"))
+        return result
+
+    monkeypatch.setattr(services, "_plan", plan_then_interfere)
+    insert(owner, project, {"id": "a", "_object_delete": True})
+    assert stored(project, "a").deleted
