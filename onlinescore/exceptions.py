@@ -41,6 +41,11 @@ class Forbidden(ApplicationError):
     code = "permission_denied"
 
 
+class LengthRequired(ApplicationError):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    code = "length_required"
+
+
 class PayloadTooLarge(ApplicationError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "payload_too_large"

@@ -6,6 +6,7 @@ organization: a request never sees anything outside the key's organization.
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,7 @@ from projects.models import APIKey, Membership, Organization, Project, ProjectGr
 KEY_PREFIX = "os"
 _PREFIX_BYTES = 6  # 12 hex characters: enough to find the row, useless without the secret
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+_KEY_SHAPE = re.compile(rf"{KEY_PREFIX}_[0-9a-f]{{{2 * _PREFIX_BYTES}}}_[A-Za-z0-9_-]{{20,100}}")
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,9 @@ def key_generate() -> tuple[str, str, str]:
 
 def principal_from_key(raw: str) -> Principal | None:
     """The principal of an active key, or None. Runs in constant time in the secret."""
-    parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+    if not _KEY_SHAPE.fullmatch(raw):
         return None
+    parts = raw.split("_", 2)
     key = APIKey.objects.select_related("user", "organization").filter(prefix=parts[1]).first()
     # Compare a digest even when there is no row, so timing does not tell prefixes apart.
     expected = key.digest if key else key_digest("")

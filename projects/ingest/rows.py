@@ -143,8 +143,10 @@ def _check_document(doc: dict[str, Any], fail) -> None:
             if value is not None and not _is_number(value):
                 fail("A metric must be a number or null.", f"metrics.{key}")
     tags = doc.get("tags")
-    if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
-        fail("tags must be null or a list of strings.", "tags")
+    if tags is not None:
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            fail("tags must be null or a list of strings.", "tags")
+        doc["tags"] = list(dict.fromkeys(tags))  # a set, as every merge keeps it
     if "created" in doc:
         doc["created"] = _parse_created(doc["created"], fail)
 

@@ -6,17 +6,19 @@ three batches. Writing a batch twice changes nothing: rows whose stored columns 
 change are not written, and a batch that changes nothing takes no transaction id.
 """
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models.functions import Collate
 from django.utils import timezone
 
-from onlinescore.exceptions import ApplicationError, ValidationError
+from onlinescore.exceptions import ApplicationError, NotFound, ValidationError
 from projects.auth import Principal
-from projects.ingest.merge import apply_write, has_ended
+from projects.ingest.merge import apply_write, copy_json, has_ended
 from projects.ingest.rows import Write, parse_row
 from projects.models import Comment, Project, Span, Transaction
 from projects.selectors import project_get, span_event
@@ -35,16 +37,15 @@ class EndedSpan:
 
     span: Span
     document: dict
+    ended_at: datetime
 
     @cached_property
     def at_end(self) -> Span:
-        """An unsaved copy of `span` (same pk) holding the row as it was at its end."""
+        """An unsaved copy of `span` (same pk) holding the row as it was at its end. Its values
+        are the receiver's own: changing them changes nothing stored."""
         at_end = Span(pk=self.span.pk, project_id=self.span.project_id, row_id=self.span.row_id)
-        _fill(
-            at_end,
-            {**_columns(self.document), "deleted": False, "ended_at": self.span.ended_at},
-            self.span.xact_id,
-        )
+        values = {**_columns(copy_json(self.document)), "deleted": False, "ended_at": self.ended_at}
+        _fill(at_end, values, self.span.xact_id)
         return at_end
 
     @property
@@ -70,10 +71,25 @@ def logs_ingest(*, principal: Principal, rows: Any, project: Project | None = No
             _write(writes, projects)
             return [w.row_id for w in writes]
         except (IntegrityError, OperationalError) as exc:
+            if _is_missing_parent(exc):  # a project deleted while the batch was being written
+                raise NotFound("A project of this batch was deleted while it was written.") from exc
             # Another request inserted one of our new rows first, or the two deadlocked: the
             # transaction rolled back, so read the rows again and re-apply the batch.
             if attempt == _WRITE_ATTEMPTS - 1 or not _is_write_conflict(exc):
                 raise
+
+
+def _is_missing_parent(exc: Exception) -> bool:
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return sqlstate == "23503" or "FOREIGN KEY constraint failed" in str(exc)
+
+
+def _in_code_point_order(field_name: str):
+    """Order by code point, as Python sorts: the lock order must match the sorted chunks
+    whatever the database's collation (SQLite compares bytes already)."""
+    if connection.vendor == "postgresql":
+        return Collate(field_name, "C")
+    return field_name
 
 
 def _is_write_conflict(exc: Exception) -> bool:
@@ -90,7 +106,7 @@ def _projects_for(principal: Principal, writes: list[Write], project: Project | 
         resolved[str(project.pk)] = project
     by_index = {}
     for w in writes:
-        if project is not None and w.project_id is not None and w.project_id != str(project.pk):
+        if project is not None and w.project_id is not None and not _same_uuid(w.project_id, project.pk):
             raise ValidationError(
                 "project_id differs from the project in the URL.", index=w.index, field="project_id"
             )
@@ -107,6 +123,13 @@ def _projects_for(principal: Principal, writes: list[Write], project: Project | 
                 raise
         by_index[w.index] = resolved[pid]
     return by_index
+
+
+def _same_uuid(text: str, pk: uuid.UUID) -> bool:
+    try:
+        return uuid.UUID(text) == pk
+    except ValueError:
+        return False
 
 
 _SPAN_JSON = ("span_parents", "span_attributes", "input", "output", "expected", "error",
@@ -133,7 +156,8 @@ class _State:
     document: dict | None = None
     deleted: bool = False
     ended_at: datetime | None = None
-    at_end: dict | None = None
+    ends: list[tuple[dict, datetime]] = field(default_factory=list)  # (document at its end, when)
+    reborn: bool = False  # deleted, then written again, in this batch
     stored: dict | None = field(init=False)
 
     def __post_init__(self):
@@ -146,6 +170,21 @@ class _State:
         if self.document is None:
             return None
         return {**_columns(self.document), "deleted": self.deleted, "ended_at": self.ended_at}
+
+    def changes(self) -> dict | None:
+        """The new column values, or None if the row would not change. A row deleted and written
+        again as it was stored is unchanged too (its `created` and `ended_at`, taken from the
+        clock, do not count): else replaying such a batch would end the span again."""
+        values = self.values()
+        if values == self.stored:
+            return None
+        if self.reborn and self.stored and _without_clock(values) == _without_clock(self.stored):
+            return None
+        return values
+
+
+def _without_clock(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in ("created", "ended_at")}
 
 
 @dataclass
@@ -187,7 +226,7 @@ def _plan(writes: list[Write], projects: dict[int, Project], *, lock: bool) -> _
     stored_comments = _load(Comment, comment_keys, lock=lock)
     # Sorted, so that concurrent batches touching the same rows lock them in the same order.
     return _Plan(
-        spans=[(key, s, values) for key, s in sorted(states.items()) if (values := s.values()) != s.stored],
+        spans=[(key, s, values) for key, s in sorted(states.items()) if (values := s.changes()) is not None],
         comments=_comment_changes(comment_writes, projects, stored_comments, now),
         read={(Span, *key) for key in span_keys} | {(Comment, *key) for key in comment_keys},
         versions={
@@ -215,8 +254,7 @@ def _save(plan: _Plan) -> None:
         span = state.span or Span(project_id=project_id, row_id=row_id)
         _fill(span, values, xact.id)
         (updated if state.span else new).append(span)
-        if state.at_end is not None:
-            ended.append((span, state.at_end))
+        ended.extend(EndedSpan(span, document, ended_at) for document, ended_at in state.ends)
     # New rows: a plain INSERT, so that a row another request inserted meanwhile is a unique
     # violation (and a retry), never a silent overwrite.
     Span.objects.bulk_create(new)
@@ -232,7 +270,7 @@ def _save(plan: _Plan) -> None:
             comment.save(update_fields=[*_COMMENT_FIELDS, "xact_id"])
     Comment.objects.bulk_create([c for c in plan.comments if c.pk is None])
     if ended:
-        spans_ended.send(sender=Span, ended=[EndedSpan(span, document) for span, document in ended])
+        spans_ended.send(sender=Span, ended=ended)
 
 
 def _apply_one(state: _State, w: Write, now: datetime) -> None:
@@ -245,11 +283,11 @@ def _apply_one(state: _State, w: Write, now: datetime) -> None:
     document = apply_write(current, w.document, is_merge=w.is_merge, merge_paths=w.merge_paths)
     document = _with_defaults(document, current, now)
     if state.deleted:
-        state.ended_at = None
+        state.ended_at, state.reborn = None, True
     state.document, state.deleted = document, False
     if state.ended_at is None and has_ended(document):
         state.ended_at = now
-        state.at_end = document  # documents are never modified once written: no copy needed
+        state.ends.append((document, now))  # documents are never modified once written: no copy
 
 
 def _with_defaults(document: dict, previous: dict | None, now: datetime) -> dict:
@@ -335,7 +373,7 @@ def _load(model, keys: set[tuple], *, lock: bool, fields: list[str] | None = Non
         for i in range(0, len(row_ids), _LOOKUP_CHUNK):
             rows = model.objects.filter(project_id=project_id, row_id__in=row_ids[i : i + _LOOKUP_CHUNK])
             if lock:
-                rows = rows.select_for_update().order_by("row_id")
+                rows = rows.select_for_update().order_by(_in_code_point_order("row_id"))
             if fields:
                 rows = rows.only("project_id", "row_id", *fields)
             for row in rows:

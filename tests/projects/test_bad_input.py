@@ -50,8 +50,9 @@ def assert_nothing_written():
         ({"id": "b", "input": "lone \ud800 surrogate"}, "input", "surrogates"),
         ({"id": "b", "metadata": {"k\udfff": 1}}, "metadata", "surrogates"),
         ({"id": "b\ud800"}, "id", "surrogates"),
-        ({"id": "b", "metrics": {"start": 10**400}}, "metrics.start", "64 bits"),
-        ({"id": "b", "output": -(2**63) - 1}, "output", "64 bits"),
+        ({"id": "b", "metrics": {"start": 10**400}}, "metrics.start", "64-bit"),
+        ({"id": "b", "output": -(2**63) - 1}, "output", "64-bit"),
+        ({"id": "b", "metrics": {"end": 1e300}}, "metrics.end", "64-bit"),
         ({"id": "b", "created": "0001-01-01T00:00:00+05:00"}, "created", "out of range"),
         ({"id": "b", "comment": {"text": "hi"}, "origin": {"id": "x" * 300}}, "origin.id", "longer than"),
         ({"id": "b", "metadata": {"a b": {"c": "\u0000"}}}, 'metadata."a b".c', "NUL"),
@@ -87,8 +88,9 @@ def test_logs3_rows_need_a_project(owner, project):
     [
         (b'{"events": [', "Invalid JSON"),
         (b'{"events": [{"id": "a", "input": NaN}]}', "NaN"),
-        (b'{"events": [{"id": "a", "input": 1e400}]}', "finite"),
+        (b'{"events": [{"id": "a", "input": 1e400}]}', "64-bit"),
         (b'{"events": [{"id": "a", "input": ' + b"[" * 150 + b"]" * 150 + b"}]}", "nested"),
+        (b'{"events": [{"id": "a", "input": ' + b'{"k": ' * 150 + b"1" + b"}" * 150 + b"}]}", "nested"),
         (b'{"events": [{"id": "a", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}", "nested"),
         (b"\xff\xfe", "UTF-8"),
         (b"", "empty"),
@@ -118,6 +120,21 @@ def test_gzipped_bodies_are_accepted(owner, project):
 def test_gzip_is_recognised_without_a_content_encoding_header(owner, project):
     raw = gzip.compress(json.dumps({"rows": [{**GOOD, "project_id": str(project.pk)}]}).encode())
     assert owner.post("/logs3", raw=raw, content_type="").status_code == 200
+
+
+@pytest.mark.parametrize("mangle", [lambda z: z[:-4], lambda z: z + z], ids=["truncated", "two-members"])
+def test_incomplete_or_concatenated_gzip_is_a_400(owner, project, mangle):
+    raw = gzip.compress(json.dumps({"rows": [{**GOOD, "project_id": str(project.pk)}]}).encode())
+    response = owner.post("/logs3", raw=mangle(raw), content_type="")
+    assert response.status_code == 400 and "gzip" in response.json()["error"]["message"]
+    assert_nothing_written()
+
+
+def test_a_chunked_body_without_length_is_a_411(owner, project):
+    response = owner.client.generic(
+        "POST", "/logs3", b"", content_type="", HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH=""
+    )
+    assert response.status_code == 411 and "Content-Length" in response.json()["error"]["message"]
 
 
 def test_broken_gzip_is_a_400(owner, project):

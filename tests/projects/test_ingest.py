@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from projects.auth import principal_from_key
 from projects.ingest.services import logs_ingest
-from projects.models import Comment, Span, Transaction
+from projects.models import Comment, Project, Span, Transaction
 from projects.selectors import logs_fetch
 from projects.signals import spans_ended
 from tests.conftest import member_key
@@ -294,3 +294,117 @@ def test_a_delete_planned_against_a_missing_row_sees_the_row_created_meanwhile(o
     monkeypatch.setattr(services, "_plan", plan_then_interfere)
     insert(owner, project, {"id": "a", "_object_delete": True})
     assert stored(project, "a").deleted
+
+
+def test_large_numbers_are_stored_as_postgresql_returns_them_so_replays_change_nothing(owner, project):
+    batch = [{"id": "a", "metrics": {"start": 1.7326123456789012e18, "tokens": 12.0}}]
+    insert(owner, project, *batch)
+    xact = stored(project, "a").xact_id
+    insert(owner, project, *copy.deepcopy(batch))
+    assert stored(project, "a").xact_id == xact
+    assert stored(project, "a").metrics == {"start": 1732612345678901200, "tokens": 12.0}
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [start("a", metrics={"start": 1.0, "end": 2.0}), {"id": "a", "_object_delete": True}],
+        [{"id": "a", "_object_delete": True}, start("a", metrics={"start": 1.0, "end": 2.0})],
+        [{"id": "a", "_object_delete": True}, {"id": "a", "metrics": {"end": 2.0}}],
+    ],
+    ids=["end-then-delete", "delete-then-end", "delete-then-end-without-created"],
+)
+def test_replaying_a_batch_that_deletes_and_rewrites_a_row_changes_nothing(owner, project, ended, batch):
+    insert(owner, project, start("a"))
+    insert(owner, project, *copy.deepcopy(batch))
+    before, events = list(Span.objects.values()), len([e for event in ended for e in event])
+    insert(owner, project, *copy.deepcopy(batch))
+    assert list(Span.objects.values()) == before
+    assert len([e for event in ended for e in event]) == events
+
+
+def test_a_span_deleted_and_written_again_is_a_new_span_that_ends_again(owner, project, ended):
+    insert(owner, project, start("a", input="first", metrics={"start": 1.0, "end": 2.0}))
+    insert(owner, project, {"id": "a", "_object_delete": True})
+    insert(owner, project, start("a", input="second", metrics={"start": 3.0, "end": 4.0}))
+    assert [[e.row["input"] for e in event] for event in ended] == [["first"], ["second"]]
+
+
+def test_every_end_in_one_batch_is_an_event_with_its_own_time(owner, project, ended):
+    insert(
+        owner,
+        project,
+        start("a", input="first", metrics={"start": 1.0, "end": 2.0}),
+        {"id": "a", "_object_delete": True},
+        start("a", input="second", metrics={"start": 3.0, "end": 4.0}),
+        {"id": "a", "_object_delete": True},
+        start("a", input="third"),
+    )
+    [events] = ended
+    assert [e.row["input"] for e in events] == ["first", "second"]
+    assert all(e.at_end.ended_at is not None for e in events)
+    assert stored(project, "a").ended_at is None and stored(project, "a").input == "third"
+
+
+def test_a_receiver_cannot_change_what_is_stored_through_the_event(owner, project):
+    def receiver(sender, ended, **kwargs):
+        for e in ended:
+            e.row["input"]["seen"] = 1
+            e.at_end.input["seen"] = 1
+
+    spans_ended.connect(receiver)
+    try:
+        insert(owner, project, start("a", input={"q": 1}, metrics={"start": 1.0, "end": 2.0}))
+        insert(owner, project, merge("a", output="later"))
+    finally:
+        spans_ended.disconnect(receiver)
+    assert stored(project, "a").input == {"q": 1}
+
+
+@pytest.mark.django_db(transaction=True)  # foreign keys are checked at commit
+def test_a_project_deleted_while_its_batch_is_written_is_a_404(owner, project, monkeypatch):
+    from projects.ingest import services
+
+    real_plan = services._plan
+
+    def plan_then_delete(writes, projects, *, lock):
+        result = real_plan(writes, projects, lock=lock)
+        Project.objects.filter(pk=project.pk).delete()
+        return result
+
+    monkeypatch.setattr(services, "_plan", plan_then_delete)
+    response = owner.post(f"/v1/project_logs/{project.pk}/insert", {"events": [start("a")]})
+    assert response.status_code == 404 and "deleted" in response.json()["error"]["message"]
+
+
+def test_duplicate_tags_are_stored_once(owner, project):
+    batch = [{"id": "a", "_is_merge": True, "tags": ["t1", "t1", "t2"]}]
+    insert(owner, project, *batch)
+    xact = stored(project, "a").xact_id
+    insert(owner, project, *copy.deepcopy(batch))
+    assert stored(project, "a").tags == ["t1", "t2"] and stored(project, "a").xact_id == xact
+
+
+def test_project_ids_in_rows_compare_as_uuids(owner, project):
+    insert(owner, project, {"id": "a", "project_id": str(project.pk).upper()})
+    assert stored(project, "a")
+
+
+def test_a_comment_written_between_planning_and_locking_is_replanned(owner, project, monkeypatch):
+    from projects.ingest import services
+
+    insert(owner, project, start("a"), {"id": "c1", "comment": {"text": "v1"}, "origin": {"id": "a"}})
+    real_plan, calls = services._plan, []
+
+    def plan_then_interfere(writes, projects, *, lock):
+        calls.append(lock)
+        result = real_plan(writes, projects, lock=lock)
+        if len(calls) == 1:
+            insert(owner, project, {"id": "c1", "comment": {"text": "v2"}, "origin": {"id": "a"}})
+        return result
+
+    monkeypatch.setattr(services, "_plan", plan_then_interfere)
+    # Replaying v1 after v2 landed must write v1 again: the planned no-op is stale.
+    insert(owner, project, {"id": "c1", "comment": {"text": "v1"}, "origin": {"id": "a"}})
+    assert calls[-1] is True
+    assert Comment.objects.get(row_id="c1").comment == {"text": "v1"}

@@ -35,14 +35,14 @@ def calls(project):
 
 
 EXPECTED = {
-    # endpoint:          read-only, update logs, owner, other org
-    "fetch": (200, 200, 200, 404),
-    "fetch_post": (200, 200, 200, 404),
-    "insert": (403, 200, 200, 404),
-    "logs3": (403, 200, 200, 404),
-    "project_get": (200, 200, 200, 404),
-    "project_legacy_get": (200, 200, 200, 404),
-    "project_delete": (403, 403, 200, 404),
+    # endpoint:          project only, read logs, update logs, owner, other org
+    "fetch": (403, 200, 200, 200, 404),
+    "fetch_post": (403, 200, 200, 200, 404),
+    "insert": (403, 403, 200, 200, 404),
+    "logs3": (403, 403, 200, 200, 404),
+    "project_get": (200, 200, 200, 200, 404),
+    "project_legacy_get": (200, 200, 200, 200, 404),
+    "project_delete": (403, 403, 403, 200, 404),
 }
 
 
@@ -50,6 +50,7 @@ EXPECTED = {
 def test_permission_matrix(endpoint, org, project):
     stranger_org = OrganizationFactory()
     principals = [
+        Api(member_key(org, grants=[(project, "project", "read")])),
         Api(member_key(org, grants=logs_read(project))),
         Api(member_key(org, grants=logs_update(project))),
         Api(member_key(org, role=Membership.Role.OWNER)),
@@ -67,7 +68,7 @@ def test_permission_matrix(endpoint, org, project):
         if response.status_code >= 400:
             assert response.json()["error"]["message"], response.content
     assert tuple(got) == EXPECTED[endpoint]
-    assert Span.objects.filter(project__organization=org).count() == got[:3].count(200) * (
+    assert Span.objects.filter(project__organization=org).count() == got[:4].count(200) * (
         endpoint in ("insert", "logs3")
     )
 
@@ -96,6 +97,11 @@ def test_a_revoked_key_is_rejected(org, project):
     assert api.get(f"/v1/project/{project.pk}").status_code == 200
     api_key_revoke(key=APIKey.objects.get(prefix=raw.split("_")[1]))
     assert api.get(f"/v1/project/{project.pk}").status_code == 401
+
+
+def test_a_malformed_key_is_rejected_before_any_query(org, project, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert Api("os_\x00\x01_secret").get(f"/v1/project/{project.pk}").status_code == 401
 
 
 def test_a_key_with_a_wrong_secret_but_a_real_prefix_is_rejected(org, project):

@@ -5,13 +5,14 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projects.ingest.wire import MAX_DEPTH, _locate_problem, _may_hold_unstorable
+from projects.ingest.wire import MAX_DEPTH, _locate_problem, _may_hold_unstorable, _parse_float
 
 leaves = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),  # NaN and Infinity literals fail to parse
+    st.floats(min_value=1e15, max_value=1e20),
     st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=8),
 )
 documents = st.recursive(
@@ -27,6 +28,11 @@ def nested(depth: int):
     return value
 
 
+def test_numbers_of_1e16_and_more_become_the_integers_postgresql_would_return():
+    assert _parse_float("1.7326123456789012e+18") == 1732612345678901200
+    assert isinstance(_parse_float("1e16"), int) and _parse_float("1.5") == 1.5
+
+
 @settings(max_examples=500, deadline=None)
 @given(document=documents, ensure_ascii=st.booleans())
 def test_every_unstorable_value_trips_the_quick_check(document, ensure_ascii):
@@ -35,7 +41,7 @@ def test_every_unstorable_value_trips_the_quick_check(document, ensure_ascii):
         text = json.dumps(document, ensure_ascii=ensure_ascii).encode("utf-8").decode("utf-8")
     except UnicodeEncodeError:
         return
-    if _locate_problem(json.loads(text), ()) is not None:
+    if _locate_problem(json.loads(text, parse_float=_parse_float), ()) is not None:
         assert _may_hold_unstorable(text)
 
 
