@@ -8,8 +8,8 @@ What it does, on a throwaway instance that it deletes at the end (also on Ctrl-C
 1. A temp ONLINESCORE_VAR_DIR holding a new SQLite file, or, with --database-url / DATABASE_URL
    naming PostgreSQL, a new database `onlinescore_bench_<random>` created on that server and
    dropped afterwards. Migrates it, provisions an owner key and one project per measurement.
-2. Starts the web server as `manage.py serve` does (`python -m gunicorn onlinescore.wsgi
-   --workers ${WEB_CONCURRENCY:-2} --threads 4`, access log on) on a free port, and waits until
+2. Starts the web server with `manage.py serve`'s own command (`web_command`: gunicorn,
+   ${WEB_CONCURRENCY:-2} processes of 4 threads, access log on) on a free port, and waits until
    it answers.
 3. HTTP: posts the workload to /logs3 as the SDK does (no Content-Type, `Bearer` key, body
    `{"rows": [...], "api_version": 2}`) from --clients threads, each with a keep-alive
@@ -17,18 +17,18 @@ What it does, on a throwaway instance that it deletes at the end (also on Ctrl-C
    rows, as the SDK writes them) and 50 `_is_merge` rows that end the spans started by the
    previous batch of the same chain (so an end never overtakes its start). Bodies are
    serialized before the clock starts.
-4. ORM baseline: the same rows written in-process into another project with the cheapest ORM
-   calls that store them: per batch, one transaction with `Span.objects.bulk_create` for the
-   starts and `bulk_update` of the changed columns for the ends.
+4. ORM baseline: the same rows written in-process into another project with the fastest bulk
+   ORM calls that store them: per batch, one transaction with `Span.objects.bulk_create` for
+   the starts and `bulk_create(update_conflicts=True)` (an upsert) for the ends.
 5. Repeats both (interleaved: H, O, H, O, ...) and reports each run and the medians, then
    checks that every measured project holds all its spans, each ended.
 
 The summary's ratio is median HTTP rows/s over median ORM rows/s: how the whole server path
 (HTTP, authentication, validation, the merge semantics, the "spans ended" event) compares with
-writing the same rows straight through the ORM. It can exceed 1: the baseline runs in one
-thread, while the server spreads its Python work over its worker processes, and most of the
-baseline's own time is Django building bulk_update's CASE WHEN expressions, which the server's
-write path does not use. Rates depend on the machine; compare runs on the same one.
+writing the same rows straight through the ORM. It can exceed 1 on PostgreSQL, where the
+server spreads its work over its worker processes while the baseline runs in one thread; on
+SQLite one write lock serializes every writer. Rates depend on the machine; compare runs on the
+same one.
 """
 
 import argparse
