@@ -260,7 +260,7 @@ def _save(plan: _Plan) -> None:
     Span.objects.bulk_create(new)
     if updated:
         # Stored rows, locked: one upsert writes them all. bulk_update would build a CASE per
-        # column and row, and a save() each costs a statement each.
+        # column and row, and a save() per row costs a statement per row.
         Span.objects.bulk_create(
             updated, update_conflicts=True, unique_fields=["project", "row_id"], update_fields=_SPAN_COLUMNS
         )
