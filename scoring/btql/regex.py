@@ -1,0 +1,53 @@
+"""The regular expressions `~` accepts: a subset that means the same in Python's `re` (the
+predicate, and SQLite through a registered function) and in PostgreSQL's `~`.
+
+Allowed: literal characters and escaped metacharacters, `.`, classes `[a-z]` `[^...]`, `\\d \\D
+\\w \\W \\s \\S`, anchors `^ $`, quantifiers `* + ? {m} {m,} {m,n}` (and their lazy forms),
+groups `( )` and `(?: )`, alternation `|`. Matching searches anywhere in the text, `.` matches
+newlines, and `$` only matches at the very end.
+"""
+
+import functools
+import re
+
+_FORBIDDEN = [
+    (re.compile(r"\\[1-9]"), "back-references (\\1) are not supported"),
+    (re.compile(r"\(\?(?!:)"), "(? groups other than (?: ) are not supported"),
+    (re.compile(r"\\[bBAZzGpPkKQE]"), "\\b, \\A, \\Z, \\p and similar escapes are not supported"),
+    (re.compile(r"\[\[?:[a-z]+:\]"), "POSIX classes such as [[:alpha:]] are not supported"),
+]
+
+
+def check_pattern(pattern: str) -> str | None:
+    """Why `pattern` is outside the supported subset, or None."""
+    for forbidden, why in _FORBIDDEN:
+        if forbidden.search(pattern):
+            return f"Unsupported regular expression: {why}."
+    try:
+        compile_pattern(pattern)
+    except re.error as exc:
+        return f"Invalid regular expression: {exc}."
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_pattern(pattern: str) -> re.Pattern:
+    return re.compile(_end_anchor(pattern), re.DOTALL)
+
+
+def _end_anchor(pattern: str) -> str:
+    """Python's `$` also matches before a final newline; PostgreSQL's only at the end."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append(r"\Z" if char == "$" and not in_class else char)
+        i += 1
+    return "".join(out)

@@ -1,0 +1,278 @@
+"""BTQL's value semantics, shared by the Python predicate and (later) the SQL side's helpers.
+
+Values are JSON values plus timestamps (aware datetimes) and intervals. See docs/btql.md.
+"""
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from dateutil.relativedelta import relativedelta
+
+
+@dataclass(frozen=True)
+class IntervalValue:
+    months: int = 0
+    seconds: int = 0
+
+    def delta(self) -> relativedelta:
+        return relativedelta(months=self.months, seconds=self.seconds)
+
+
+UNIT_SIZES = {
+    "year": (12, 0),
+    "month": (1, 0),
+    "week": (0, 7 * 86400),
+    "day": (0, 86400),
+    "hour": (0, 3600),
+    "minute": (0, 60),
+    "second": (0, 1),
+}
+
+
+def kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, datetime):
+        return "timestamp"
+    return "interval"
+
+
+def to_timestamp(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
+def _coerce_pair(a: Any, b: Any) -> tuple[Any, Any]:
+    """A timestamp compared with a string compares as two timestamps."""
+    if isinstance(a, datetime) and isinstance(b, str):
+        return a, to_timestamp(b)
+    if isinstance(b, datetime) and isinstance(a, str):
+        return to_timestamp(a), b
+    return a, b
+
+
+def equal(a: Any, b: Any) -> bool | None:
+    """None if either side is null; False for values of different kinds."""
+    if a is None or b is None:
+        return None
+    a, b = _coerce_pair(a, b)
+    if a is None or b is None:
+        return False
+    ka, kb = kind(a), kind(b)
+    if ka != kb:
+        return False
+    if ka == "array":
+        return len(a) == len(b) and all(equal(x, y) is True for x, y in zip(a, b, strict=True))
+    if ka == "object":
+        return a.keys() == b.keys() and all(equal(a[k], b[k]) is True for k in a)
+    return a == b
+
+
+def order(a: Any, b: Any) -> int | None:
+    """-1, 0 or 1 for two numbers, two strings or two timestamps; None otherwise."""
+    if a is None or b is None:
+        return None
+    a, b = _coerce_pair(a, b)
+    if a is None or b is None or kind(a) != kind(b) or kind(a) not in ("number", "string", "timestamp"):
+        return None
+    return (a > b) - (a < b)
+
+
+def is_true(value: Any) -> bool:
+    return value is True
+
+
+def text_of(value: Any) -> str | None:
+    """What LIKE, MATCH and ~ read: a string as it is, anything else as its JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return json_text(value)
+
+
+def json_text(value: Any) -> str:
+    """JSON text as PostgreSQL renders jsonb, so that both databases see the same text: ", " and
+    ": " separators, object keys ordered by length then bytes, numbers without exponents."""
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json_text(value[k])}" for k in keys) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(json_text(v) for v in value) + "]"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return repr(value)
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return json.dumps(value, ensure_ascii=False)
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def like(text: str, pattern: str, *, insensitive: bool) -> bool:
+    return _like_regex(pattern, insensitive).fullmatch(text) is not None
+
+
+_LIKE_CACHE: dict[tuple[str, bool], re.Pattern] = {}
+
+
+def _like_regex(pattern: str, insensitive: bool) -> re.Pattern:
+    key = (pattern, insensitive)
+    if key not in _LIKE_CACHE:
+        out, i = [], 0
+        while i < len(pattern):
+            char = pattern[i]
+            if char == "\\" and i + 1 < len(pattern):
+                out.append(re.escape(pattern[i + 1]))
+                i += 2
+                continue
+            out.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+            i += 1
+        flags = re.DOTALL | (re.IGNORECASE if insensitive else 0)
+        if len(_LIKE_CACHE) > 4096:
+            _LIKE_CACHE.clear()
+        _LIKE_CACHE[key] = re.compile("".join(out), flags)
+    return _LIKE_CACHE[key]
+
+
+def match(text: str, query: str) -> bool:
+    """Every word of `query` is a word of `text`, case-insensitively."""
+    words = _WORDS.findall(query.lower())
+    return bool(words) and set(words) <= set(_WORDS.findall(text.lower()))
+
+
+def includes(haystack: Any, needle: Any) -> bool:
+    if needle is None:
+        return False
+    if isinstance(haystack, list):
+        return any(equal(item, needle) is True for item in haystack)
+    if isinstance(haystack, str) and isinstance(needle, str):
+        return needle in haystack
+    return False
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def arith(op: str, a: Any, b: Any) -> Any:
+    if isinstance(a, datetime) and isinstance(b, IntervalValue) and op in "+-":
+        return a + b.delta() if op == "+" else a - b.delta()
+    if isinstance(a, IntervalValue) and isinstance(b, datetime) and op == "+":
+        return b + a.delta()
+    if not (_number(a) and _number(b)):
+        return None
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if b == 0:
+        return None
+    if op == "/":
+        return a / b
+    result = math.fmod(a, b)  # SQL's %: the sign of the dividend
+    return int(result) if isinstance(a, int) and isinstance(b, int) else result
+
+
+def negate(value: Any) -> Any:
+    return -value if _number(value) else None
+
+
+def round_half_up(value: Any, places: Any = 0) -> Any:
+    if not _number(value) or not isinstance(places, int) or isinstance(places, bool):
+        return None
+    rounded = Decimal(repr(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return int(rounded) if places <= 0 else float(rounded)
+
+
+def to_string(value: Any) -> str | None:
+    return text_of(value)
+
+
+def to_number(value: Any) -> Any:
+    if _number(value):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                return None
+            return number if math.isfinite(number) else None
+    return None
+
+
+def to_integer(value: Any) -> int | None:
+    number = to_number(value)
+    return None if number is None else int(number)
+
+
+def to_boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if _number(value):
+        return value != 0
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def json_extract(document: Any, path: Any) -> Any:
+    if not isinstance(document, str) or not isinstance(path, str):
+        return None
+    try:
+        value = json.loads(document)
+    except ValueError:
+        return None
+    for part in re.findall(r"[^.\[\]]+|\[-?\d+\]", path):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            value = value[index] if isinstance(value, list) and -len(value) <= index < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def least_greatest(values: list, pick) -> Any:
+    present = [v for v in values if v is not None]
+    if not present or len({kind(v) for v in present}) != 1 or kind(present[0]) not in ("number", "string", "timestamp"):
+        return None
+    return pick(present)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def interval(amount: int, unit: str) -> IntervalValue:
+    months, seconds = UNIT_SIZES[unit]
+    return IntervalValue(months * amount, seconds * amount)
+
