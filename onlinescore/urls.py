@@ -17,6 +17,7 @@ urlpatterns = [
         name="swagger-ui",
     ),
     path("", include("projects.urls")),
+    path("", include("scoring.urls")),
 ]
 
 handler400 = "onlinescore.views.bad_request"

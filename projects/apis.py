@@ -6,7 +6,7 @@ Views parse, call one service or selector, and serialize. Authentication is the 
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -15,8 +15,6 @@ from projects import selectors, services
 from projects.ingest.services import logs_ingest
 from projects.ingest.wire import read_json_body
 from projects.serializers import (
-    FetchResultSerializer,
-    FetchSerializer,
     InsertSerializer,
     ProjectCreateSerializer,
     ProjectListQuerySerializer,
@@ -26,7 +24,7 @@ from projects.serializers import (
 )
 
 
-def _validated(serializer_class, data) -> dict:
+def validated(serializer_class, data) -> dict:
     if not isinstance(data, dict):
         raise ValidationError("Expected a JSON object.", field=None)
     unknown = sorted(set(data) - set(serializer_class().fields))
@@ -124,13 +122,13 @@ class ProjectListCreateAPI(RawJSONAPIView):
         responses={200: inline_serializer("ProjectList", {"objects": ProjectSerializer(many=True)})},
     )
     def get(self, request):
-        params = _validated(ProjectListQuerySerializer, request.query_params.dict())
+        params = validated(ProjectListQuerySerializer, request.query_params.dict())
         projects = selectors.project_list(principal=request.auth, name=params.get("project_name"))
         return Response({"objects": ProjectSerializer(projects, many=True).data})
 
     @extend_schema(request=ProjectCreateSerializer, responses={200: ProjectSerializer})
     def post(self, request):
-        data = _validated(ProjectCreateSerializer, self.body())
+        data = validated(ProjectCreateSerializer, self.body())
         project, _ = services.project_get_or_create(
             principal=request.auth,
             name=data["name"],
@@ -163,7 +161,7 @@ class ProjectRegisterAPI(RawJSONAPIView):
         responses={200: inline_serializer("Registered", {"project": ProjectSerializer()})},
     )
     def post(self, request):
-        data = _validated(ProjectRegisterSerializer, self.body())
+        data = validated(ProjectRegisterSerializer, self.body())
         project, _ = services.project_get_or_create(
             principal=request.auth, name=data["project_name"], org_id=data.get("org_id")
         )
@@ -199,21 +197,3 @@ class LogsInsertAPI(ProjectScopedAPIView):
             raise ValidationError(f"Unknown field {unknown[0]!r}.", field=unknown[0])
         row_ids = logs_ingest(principal=request.auth, rows=body["events"], project=project)
         return Response({"row_ids": row_ids})
-
-
-class LogsFetchAPI(ProjectScopedAPIView):
-    permissions = {"GET": "read", "HEAD": "read", "POST": "read"}
-
-    @extend_schema(parameters=[FetchSerializer], responses={200: FetchResultSerializer})
-    def get(self, request, project_id):
-        return self._fetch(_validated(FetchSerializer, request.query_params.dict()))
-
-    @extend_schema(request=FetchSerializer, responses={200: FetchResultSerializer})
-    def post(self, request, project_id):
-        return self._fetch(_validated(FetchSerializer, self.body(allow_empty=True)))
-
-    def _fetch(self, params: dict) -> Response:
-        events, cursor = selectors.logs_fetch(
-            project=self.get_project(), limit=params["limit"], cursor=params.get("cursor")
-        )
-        return Response({"events": events, "cursor": cursor}, status=status.HTTP_200_OK)

@@ -53,19 +53,37 @@ def project_list(*, principal: Principal, name: str | None = None) -> QuerySet[P
 
 
 def logs_fetch(
-    *, project: Project, limit: int = FETCH_DEFAULT_LIMIT, cursor: str | None = None
+    *,
+    project: Project,
+    limit: int = FETCH_DEFAULT_LIMIT,
+    cursor: str | None = None,
+    where: Q | None = None,
+    order_by: list | None = None,
 ) -> tuple[list[dict], str | None]:
-    """One page of the project's live spans, newest first, and the cursor of the next page.
+    """One page of the project's live spans matching `where`, and the cursor of the next page
+    (None on the last page).
 
-    Keyset pagination on (created, pk): a page never repeats or skips a row because of rows
-    inserted meanwhile, whatever their `created`. The cursor is None on the last page.
+    By default newest first, with keyset pagination on (created, pk): a page never repeats or
+    skips a row because of rows inserted meanwhile, whatever their `created`. With `order_by`
+    (ORM ordering expressions), pages are by offset: rows inserted meanwhile may shift them.
     """
     spans = Span.objects.filter(project=project, deleted=False)
-    if cursor:
-        created, pk = _cursor_decode(cursor)
-        spans = spans.filter(Q(created__lt=created) | Q(created=created, pk__lt=pk))
-    page = list(spans.order_by("-created", "-pk")[: limit + 1])
-    next_cursor = _cursor_encode(page[limit - 1]) if len(page) > limit else None
+    if where is not None:
+        spans = spans.filter(where)
+    if order_by:
+        offset = _cursor_decode(cursor, kind="offset") if cursor else 0
+        page = list(spans.order_by(*order_by, "-pk")[offset : offset + limit + 1])
+        next_cursor = _cursor_encode("offset", offset + limit) if len(page) > limit else None
+    else:
+        if cursor:
+            created, pk = _cursor_decode(cursor, kind="keyset")
+            spans = spans.filter(
+                Q(created__lt=datetime.fromisoformat(created))
+                | Q(created=datetime.fromisoformat(created), pk__lt=pk)
+            )
+        page = list(spans.order_by("-created", "-pk")[: limit + 1])
+        last = page[limit - 1] if len(page) > limit else None
+        next_cursor = _cursor_encode("keyset", [last.created.isoformat(), last.pk]) if last else None
     page = page[:limit]
     comments = defaultdict(list)
     for comment in Comment.objects.filter(
@@ -115,14 +133,19 @@ def comment_event(comment: Comment) -> dict:
 _CURSOR_SALT = "projects.logs_fetch.cursor"
 
 
-def _cursor_encode(span: Span) -> str:
+def _cursor_encode(kind: str, position) -> str:
     # Signed, so a cursor is only ever one this server made: nothing else reaches the query.
-    return signing.dumps([span.created.isoformat(), span.pk], salt=_CURSOR_SALT, compress=True)
+    return signing.dumps([kind, position], salt=_CURSOR_SALT, compress=True)
 
 
-def _cursor_decode(cursor: str) -> tuple[datetime, int]:
+def _cursor_decode(cursor: str, *, kind: str):
     try:
-        created, pk = signing.loads(cursor, salt=_CURSOR_SALT)
-        return datetime.fromisoformat(created), int(pk)
-    except (signing.BadSignature, ValueError, TypeError):
-        raise ValidationError("cursor is not a cursor returned by this endpoint.", field="cursor") from None
+        found, position = signing.loads(cursor, salt=_CURSOR_SALT)
+        if found != kind:
+            raise ValueError(kind)
+        if kind == "keyset":
+            datetime.fromisoformat(position[0])
+            return position[0], int(position[1])
+        return int(position)
+    except (signing.BadSignature, ValueError, TypeError, IndexError):
+        raise ValidationError("cursor is not a cursor returned by this query.", field="cursor") from None

@@ -1,7 +1,6 @@
 from rest_framework import serializers
 
 from projects.models import Project
-from projects.selectors import FETCH_DEFAULT_LIMIT, FETCH_MAX_LIMIT
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -34,13 +33,6 @@ class ProjectRegisterSerializer(serializers.Serializer):
     org_id = serializers.CharField(required=False, allow_null=True)
 
 
-class FetchSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(
-        required=False, min_value=1, max_value=FETCH_MAX_LIMIT, default=FETCH_DEFAULT_LIMIT
-    )
-    cursor = serializers.CharField(required=False, allow_null=True, allow_blank=True)
-
-
 class InsertSerializer(serializers.Serializer):
     """Documentation of POST /v1/project_logs/{id}/insert; the body is validated row by row."""
 
@@ -49,8 +41,3 @@ class InsertSerializer(serializers.Serializer):
 
 class RowIdsSerializer(serializers.Serializer):
     row_ids = serializers.ListField(child=serializers.CharField())
-
-
-class FetchResultSerializer(serializers.Serializer):
-    events = serializers.ListField(child=serializers.DictField())
-    cursor = serializers.CharField(allow_null=True)

@@ -11,5 +11,4 @@ urlpatterns = [
     path("v1/project", apis.ProjectListCreateAPI.as_view()),
     path("v1/project/<str:project_id>", apis.ProjectDetailAPI.as_view()),
     path("v1/project_logs/<str:project_id>/insert", apis.LogsInsertAPI.as_view()),
-    path("v1/project_logs/<str:project_id>/fetch", apis.LogsFetchAPI.as_view()),
 ]

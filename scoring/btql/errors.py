@@ -17,7 +17,12 @@ class BTQLError(ValidationError):
         source_line = text[line_start : None if line_end < 0 else line_end]
         column = start - line_start + 1
         snippet = f"{source_line}\n{' ' * (column - 1)}^"
-        details = {"line": line, "column": column, "start": start, "end": end if end is not None else start + 1}
+        details = {
+            "line": line,
+            "column": column,
+            "start": start,
+            "end": end if end is not None else start + 1,
+        }
         if expected:
             details["expected"] = sorted(expected)
         super().__init__(f"{message} (line {line}, column {column})", snippet=snippet, **details)

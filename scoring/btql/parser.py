@@ -82,7 +82,9 @@ def parse(text: str) -> ast.Node:
 @functools.lru_cache(maxsize=2048)
 def _parse(text: str) -> ast.Node:
     if len(text) > MAX_LENGTH:
-        raise BTQLError(f"The expression is longer than {MAX_LENGTH} characters.", text=text, start=MAX_LENGTH)
+        raise BTQLError(
+            f"The expression is longer than {MAX_LENGTH} characters.", text=text, start=MAX_LENGTH
+        )
     if not text.strip():
         raise BTQLError("The expression is empty.", text=text, start=0)
     try:
@@ -106,13 +108,21 @@ def _parse(text: str) -> ast.Node:
 def _syntax_error(exc: UnexpectedInput, text: str) -> BTQLError:
     start = max(getattr(exc, "pos_in_stream", None) or 0, 0)
     if isinstance(exc, UnexpectedCharacters):
-        return BTQLError(f"Unexpected character {text[start]!r}.", text=text, start=start, expected=_friendly(exc.allowed))
+        return BTQLError(
+            f"Unexpected character {text[start]!r}.", text=text, start=start, expected=_friendly(exc.allowed)
+        )
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        return BTQLError("The expression ends too early.", text=text, start=len(text), expected=_friendly(exc.expected))
+        return BTQLError(
+            "The expression ends too early.", text=text, start=len(text), expected=_friendly(exc.expected)
+        )
     token = exc.token
     start = token.start_pos
     return BTQLError(
-        f"Unexpected {str(token)!r}.", text=text, start=start, end=token.end_pos, expected=_friendly(exc.expected)
+        f"Unexpected {str(token)!r}.",
+        text=text,
+        start=start,
+        end=token.end_pos,
+        expected=_friendly(exc.expected),
     )
 
 
@@ -125,7 +135,11 @@ def _check_depth(node: ast.Node, text: str) -> None:
     while stack:
         current, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise BTQLError(f"The expression is nested deeper than {MAX_DEPTH} levels.", text=text, start=current.pos.start)
+            raise BTQLError(
+                f"The expression is nested deeper than {MAX_DEPTH} levels.",
+                text=text,
+                start=current.pos.start,
+            )
         for value in vars(current).values():
             children = value if isinstance(value, tuple) else (value,)
             stack.extend((child, depth + 1) for child in children if isinstance(child, ast.Node))
@@ -159,9 +173,7 @@ class _ToAST(Transformer):
         if kind in ("SQSTRING", "DQSTRING"):
             value = unquote(str(token))
         elif kind == "INT":
-            value = int(token)
-            if not -(2**63) <= value < 2**63:
-                raise self._error("Integers must fit in 64 bits.", token)
+            value = self._int(token)
         elif kind == "NUMBER":
             value = float(token)
             if value in (float("inf"), float("-inf")):
@@ -169,6 +181,13 @@ class _ToAST(Transformer):
         else:
             value = {"TRUE": True, "FALSE": False, "NULL": None}[kind]
         return ast.Literal(value, pos=self._pos(meta))
+
+    def _int(self, token: Token) -> int:
+        # Checked on the digits first: int() refuses more than 4300 of them (ValueError).
+        digits = str(token).lstrip("0") or "0"
+        if len(digits) > 19 or int(digits) >= 2**63:
+            raise self._error("Integers must fit in 64 bits.", token)
+        return int(digits)
 
     def array(self, meta, children):
         return ast.Array(tuple(c for c in children if c is not None), pos=self._pos(meta))
@@ -186,7 +205,8 @@ class _ToAST(Transformer):
 
     def index(self, meta, children):
         base, *sign, number = children
-        return ast.Field(self._path(base, number) + (-int(number) if sign else int(number),), pos=self._pos(meta))
+        value = self._int(number)
+        return ast.Field(self._path(base, number) + (-value if sign else value,), pos=self._pos(meta))
 
     def _path(self, base, token) -> tuple:
         if not isinstance(base, ast.Field):
@@ -197,7 +217,11 @@ class _ToAST(Transformer):
         if isinstance(rule, frozenset):
             key = str(token)
             if len(base.path) > 1 or key not in rule:
-                raise self._error(f"Unknown field {base.path[0]}.{key}.", token, expected={f"{base.path[0]}.{k}" for k in rule})
+                raise self._error(
+                    f"Unknown field {base.path[0]}.{key}.",
+                    token,
+                    expected={f"{base.path[0]}.{k}" for k in rule},
+                )
         return base.path
 
     def call(self, meta, children):
@@ -208,7 +232,13 @@ class _ToAST(Transformer):
         args = tuple(a for a in args if a is not None)
         fewest, most = FUNCTIONS[lowered]
         if len(args) < fewest or (most is not None and len(args) > most):
-            wanted = f"{fewest}" if fewest == most else f"{fewest} or more" if most is None else f"{fewest} to {most}"
+            wanted = (
+                f"{fewest}"
+                if fewest == most
+                else f"{fewest} or more"
+                if most is None
+                else f"{fewest} to {most}"
+            )
             raise self._error(f"{lowered}() takes {wanted} argument(s), not {len(args)}.", name)
         return ast.Call(lowered, args, pos=self._pos(meta))
 
@@ -217,7 +247,7 @@ class _ToAST(Transformer):
         name = str(unit).lower().rstrip("s")
         if name not in UNITS:
             raise self._error(f"Unknown interval unit {str(unit)!r}.", unit, expected=set(UNITS))
-        return ast.Interval(int(amount), name, pos=self._pos(meta))
+        return ast.Interval(self._int(amount), name, pos=self._pos(meta))
 
     def not_(self, meta, children):
         return ast.Not(children[-1], pos=self._pos(meta))

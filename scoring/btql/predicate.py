@@ -5,6 +5,8 @@ when the span matches. The row is a span in the API's event shape (a dict).
 """
 
 import functools
+import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,10 @@ Evaluator = Callable[[dict], Any]
 @functools.lru_cache(maxsize=2048)
 def predicate(text: str) -> Callable[[dict], bool]:
     """The compiled filter: a function of a span row, True when it matches. Cached by text."""
-    evaluate = compile_node(parse(text))
+    node = parse(text)
+    evaluate = compile_node(node)
+    if isinstance(node, ast.Compare | ast.Logic | ast.Not):
+        return evaluate  # these already give True or False
     return lambda row: evaluate(row) is True
 
 
@@ -40,7 +45,19 @@ def _array(node: ast.Array) -> Evaluator:
 
 def _field(node: ast.Field) -> Evaluator:
     root, *rest = node.path
-    timestamp = root in TIMESTAMP_FIELDS
+    if root in TIMESTAMP_FIELDS:
+        return lambda row: v.to_timestamp(row.get(root))
+    # The common paths get a reader of their own: this is the inner loop of every filter.
+    if not rest:
+        return lambda row: row.get(root)
+    if len(rest) == 1 and isinstance(rest[0], str):
+        (key,) = rest
+
+        def read_one(row: dict) -> Any:
+            value = row.get(root)
+            return value.get(key) if type(value) is dict else None
+
+        return read_one
 
     def read(row: dict) -> Any:
         value = row.get(root)
@@ -53,7 +70,7 @@ def _field(node: ast.Field) -> Evaluator:
                 value = value.get(key)
             else:
                 return None
-        return v.to_timestamp(value) if timestamp else value
+        return value
 
     return read
 
@@ -120,6 +137,9 @@ _BASE = {
 
 
 def _compare(node: ast.Compare) -> Evaluator:
+    fast = _compare_with_literal(node)
+    if fast is not None:
+        return fast
     left, right, base = compile_node(node.left), compile_node(node.right), _BASE[node.op]
     if not node.negated:
         return lambda row: base(left(row), right(row))
@@ -129,6 +149,83 @@ def _compare(node: ast.Compare) -> Evaluator:
         return a is not None and b is not None and not base(a, b)
 
     return negated
+
+
+_NUMBER_TYPES = (int, float)
+_ORDER = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
+_SIMPLE_LIKE = re.compile(r"%?[^%_\\]*%?")
+
+
+def _compare_with_literal(node: ast.Compare) -> Evaluator | None:
+    """A closure for `<json field> <op> <literal>`, the shape of most filters, that gives what
+    `_BASE` gives without its general type dispatch. None for any other shape."""
+    literal = node.right
+    if not (isinstance(node.left, ast.Field) and isinstance(literal, ast.Literal)):
+        return None
+    if (
+        node.left.path[0] in TIMESTAMP_FIELDS
+        or node.negated
+        and node.op not in ("eq", "includes", "like", "ilike")
+    ):
+        return None
+    read, value = compile_node(node.left), literal.value
+    if value is None:
+        return (lambda row: read(row) is None) if node.op == "is" else None
+    if isinstance(value, bool):
+        same = lambda x: x is value  # noqa: E731
+    elif isinstance(value, str):
+        same = lambda x: type(x) is str and x == value  # noqa: E731
+    else:
+        same = lambda x: type(x) in _NUMBER_TYPES and x == value  # noqa: E731
+    test = None
+    if node.op in ("eq", "is"):
+        test = same
+    elif node.op == "ne":
+        return lambda row: (x := read(row)) is not None and not same(x)
+    elif node.op in _ORDER and not isinstance(value, bool):
+        kind = str if isinstance(value, str) else _NUMBER_TYPES
+        compare = _ORDER[node.op]
+        test = lambda x: isinstance(x, kind) and type(x) is not bool and compare(x, value)  # noqa: E731
+    elif node.op == "includes" and isinstance(value, str):
+        test = lambda x: type(x) in (list, str) and value in x  # noqa: E731
+    elif (
+        node.op in ("like", "ilike")
+        and isinstance(value, str)
+        and value.isascii()
+        and _SIMPLE_LIKE.fullmatch(value)
+    ):
+        test = _simple_like(value, insensitive=node.op == "ilike")
+    if test is None:
+        return None
+    if node.negated:
+        return lambda row: (x := read(row)) is not None and not test(x)
+    return lambda row: test(read(row))
+
+
+def _simple_like(pattern: str, *, insensitive: bool) -> Callable[[Any], bool]:
+    """LIKE 'abc', 'abc%', '%abc' or '%abc%' as string methods."""
+    starts, ends = pattern.startswith("%"), pattern.endswith("%") and len(pattern) > 1
+    core = pattern[1 if starts else 0 : -1 if ends else None]
+    if insensitive:
+        core = core.lower()
+    if starts and ends:
+        match = lambda text: core in text  # noqa: E731
+    elif starts:
+        match = lambda text: text.endswith(core)  # noqa: E731
+    elif ends:
+        match = lambda text: text.startswith(core)  # noqa: E731
+    else:
+        match = lambda text: text == core  # noqa: E731
+
+    def test(x):
+        if x is None:
+            return False
+        text = x if type(x) is str else v.text_of(x)
+        if text is None:
+            return False
+        return match(text.lower() if insensitive else text)
+
+    return test
 
 
 def _call(node: ast.Call) -> Evaluator:
@@ -148,7 +245,7 @@ def _len(value):
 _FUNCTIONS: dict[str, Callable] = {
     "lower": _string_fn(str.lower),
     "upper": _string_fn(str.upper),
-    "concat": lambda *a: "".join(v.to_string(x) for x in a if x is not None),
+    "concat": lambda *a: "".join(t for x in a if (t := v.to_string(x)) is not None),
     "len": _len,
     "coalesce": lambda *a: next((x for x in a if x is not None), None),
     "nullif": lambda a, b: None if v.equal(a, b) is True else a,

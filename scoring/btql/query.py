@@ -21,7 +21,9 @@ from scoring.btql.parser import parse, unquote
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 CLAUSES = ("select", "from", "filter", "sort", "limit", "cursor")
-_FROM = re.compile(r"\s*project_logs\(\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\s*\)\s*(spans|traces)?\s*$", re.I)
+_FROM = re.compile(
+    r"\s*project_logs\(\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\s*\)\s*(spans|traces)?\s*$", re.I
+)
 _SORT_ITEM = re.compile(r"\s*(.+?)\s*(?:\s(asc|desc))?\s*$", re.I | re.S)
 
 
@@ -43,12 +45,16 @@ def parse_query(text: str) -> Query:
         name, colon, body = clause.partition(":")
         key = name.strip().lower()
         if not colon or key not in CLAUSES:
-            raise BTQLError(f"Unknown clause {name.strip()!r}.", text=text, start=start, expected=set(CLAUSES))
+            raise BTQLError(
+                f"Unknown clause {name.strip()!r}.", text=text, start=start, expected=set(CLAUSES)
+            )
         if key in clauses:
             raise BTQLError(f"The {key} clause is given twice.", text=text, start=start)
         clauses[key] = (body, start + len(name) + 1)
     if "from" not in clauses:
-        raise BTQLError("A query needs a from clause: from: project_logs('<project id>').", text=text, start=0)
+        raise BTQLError(
+            "A query needs a from clause: from: project_logs('<project id>').", text=text, start=0
+        )
 
     def where(key):
         body, offset = clauses[key]
@@ -58,7 +64,11 @@ def parse_query(text: str) -> Query:
     body, offset = where("from")
     found = _FROM.match(body)
     if not found:
-        raise BTQLError("Expected project_logs('<project id>'), optionally followed by spans or traces.", text=text, start=offset)
+        raise BTQLError(
+            "Expected project_logs('<project id>'), optionally followed by spans or traces.",
+            text=text,
+            start=offset,
+        )
     fields["project_id"], fields["shape"] = unquote(found.group(1)), (found.group(2) or "spans").lower()
     if "select" in clauses:
         body, offset = where("select")

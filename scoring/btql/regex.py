@@ -46,6 +46,12 @@ def _end_anchor(pattern: str) -> str:
             continue
         if char == "[" and not in_class:
             in_class = True
+            # A "]" first in a class (after an optional "^") is a literal, not its end.
+            start = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+            if pattern[start : start + 1] == "]":
+                out.append(pattern[i : start + 1])
+                i = start + 1
+                continue
         elif char == "]" and in_class:
             in_class = False
         out.append(r"\Z" if char == "$" and not in_class else char)

@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
@@ -84,10 +84,15 @@ def equal(a: Any, b: Any) -> bool | None:
     if ka != kb:
         return False
     if ka == "array":
-        return len(a) == len(b) and all(equal(x, y) is True for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if ka == "object":
-        return a.keys() == b.keys() and all(equal(a[k], b[k]) is True for k in a)
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return a == b
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of the parts of an array or object: a null part equals a null part."""
+    return (a is None and b is None) or equal(a, b) is True
 
 
 def order(a: Any, b: Any) -> int | None:
@@ -112,6 +117,8 @@ def text_of(value: Any) -> str | None:
         return value
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, IntervalValue):  # not a JSON value: it has no text
+        return None
     return json_text(value)
 
 
@@ -120,11 +127,13 @@ def json_text(value: Any) -> str:
     ": " separators, object keys ordered by length then bytes, numbers without exponents."""
     if isinstance(value, dict):
         keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
-        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json_text(value[k])}" for k in keys) + "}"
+        return (
+            "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json_text(value[k])}" for k in keys) + "}"
+        )
     if isinstance(value, list):
         return "[" + ", ".join(json_text(v) for v in value) + "]"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
-        return repr(value)
+        return repr(value + 0.0)  # + 0.0: PostgreSQL's numeric has no -0
     if isinstance(value, float):
         return format(Decimal(repr(value)), "f")
     return json.dumps(value, ensure_ascii=False)
@@ -134,7 +143,11 @@ _WORDS = re.compile(r"\w+")
 
 
 def like(text: str, pattern: str, *, insensitive: bool) -> bool:
-    return _like_regex(pattern, insensitive).fullmatch(text) is not None
+    # ILIKE compares lower-cased text with a lower-cased pattern, as PostgreSQL does (a
+    # case-insensitive regex would also fold characters such as "ſ" to "s").
+    if insensitive:
+        text, pattern = text.lower(), pattern.lower()
+    return _like_regex(pattern, False).fullmatch(text) is not None
 
 
 _LIKE_CACHE: dict[tuple[str, bool], re.Pattern] = {}
@@ -180,6 +193,23 @@ def _number(value: Any) -> bool:
 
 
 def arith(op: str, a: Any, b: Any) -> Any:
+    """Null for anything but numbers (or a timestamp and an interval), a division by zero, or a
+    result out of range (beyond a double, or a timestamp outside years 1-9999)."""
+    try:
+        result = _arith(op, a, b)
+    except (OverflowError, ValueError):
+        return None
+    return result if result is None or isinstance(result, datetime) or _finite(result) else None
+
+
+def _finite(value: Any) -> bool:
+    return not (isinstance(value, float) and math.isnan(value)) and abs(value) <= _MAX_FLOAT
+
+
+_MAX_FLOAT = 1.7976931348623157e308
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
     if isinstance(a, datetime) and isinstance(b, IntervalValue) and op in "+-":
         return a + b.delta() if op == "+" else a - b.delta()
     if isinstance(a, IntervalValue) and isinstance(b, datetime) and op == "+":
@@ -205,20 +235,33 @@ def negate(value: Any) -> Any:
 
 
 def round_half_up(value: Any, places: Any = 0) -> Any:
-    if not _number(value) or not isinstance(places, int) or isinstance(places, bool):
+    if not _number(value) or not _finite(value) or not isinstance(places, int) or isinstance(places, bool):
         return None
-    rounded = Decimal(repr(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    return int(rounded) if places <= 0 else float(rounded)
+    # Beyond 400 places either way a double is unchanged, or 0; the precision holds every digit.
+    places = max(-400, min(400, places))
+    with localcontext(prec=1200, Emax=2000, Emin=-2000):
+        try:
+            rounded = Decimal(repr(value)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+        except InvalidOperation:
+            return None
+    # A double past 2**53 stays a double: as an int it would not equal the double it came from.
+    return (
+        int(rounded) if places <= 0 and (isinstance(value, int) or abs(rounded) < 2**53) else float(rounded)
+    )
 
 
 def to_string(value: Any) -> str | None:
     return text_of(value)
 
 
+_NUMBER_TEXT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+
+
 def to_number(value: Any) -> Any:
     if _number(value):
         return value
-    if isinstance(value, str):
+    # Only decimal numbers in ASCII: Python's int() and float() also read "1_000", "١", "nan".
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
         try:
             return int(value)
         except ValueError:
@@ -232,7 +275,7 @@ def to_number(value: Any) -> Any:
 
 def to_integer(value: Any) -> int | None:
     number = to_number(value)
-    return None if number is None else int(number)
+    return None if number is None or not _finite(number) else int(number)
 
 
 def to_boolean(value: Any) -> bool | None:
@@ -249,8 +292,8 @@ def json_extract(document: Any, path: Any) -> Any:
     if not isinstance(document, str) or not isinstance(path, str):
         return None
     try:
-        value = json.loads(document)
-    except ValueError:
+        value = json.loads(document, parse_constant=_not_json, parse_float=_finite_float)
+    except (ValueError, RecursionError):
         return None
     for part in re.findall(r"[^.\[\]]+|\[-?\d+\]", path):
         if part.startswith("["):
@@ -261,9 +304,24 @@ def json_extract(document: Any, path: Any) -> Any:
     return value
 
 
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
 def least_greatest(values: list, pick) -> Any:
     present = [v for v in values if v is not None]
-    if not present or len({kind(v) for v in present}) != 1 or kind(present[0]) not in ("number", "string", "timestamp"):
+    if (
+        not present
+        or len({kind(v) for v in present}) != 1
+        or kind(present[0]) not in ("number", "string", "timestamp")
+    ):
         return None
     return pick(present)
 
@@ -275,4 +333,3 @@ def now() -> datetime:
 def interval(amount: int, unit: str) -> IntervalValue:
     months, seconds = UNIT_SIZES[unit]
     return IntervalValue(months * amount, seconds * amount)
-
