@@ -22,11 +22,7 @@ Evaluator = Callable[[dict], Any]
 @functools.lru_cache(maxsize=2048)
 def predicate(text: str) -> Callable[[dict], bool]:
     """The compiled filter: a function of a span row, True when it matches. Cached by text."""
-    node = parse(text)
-    evaluate = compile_node(node)
-    if isinstance(node, ast.Compare | ast.Logic | ast.Not):
-        return evaluate  # these already give True or False
-    return lambda row: evaluate(row) is True
+    return _condition(parse(text))
 
 
 def compile_node(node: ast.Node) -> Evaluator:
@@ -80,9 +76,18 @@ def _interval(node: ast.Interval) -> Evaluator:
     return lambda row: value
 
 
+_BOOLEAN_NODES = (ast.Compare, ast.Logic, ast.Not)  # their evaluators give True or False
+
+
+def _condition(node: ast.Node) -> Evaluator:
+    """An evaluator giving True or False: the node's own when it already does."""
+    evaluate = compile_node(node)
+    return evaluate if isinstance(node, _BOOLEAN_NODES) else (lambda row: evaluate(row) is True)
+
+
 def _not(node: ast.Not) -> Evaluator:
-    operand = compile_node(node.operand)
-    return lambda row: operand(row) is not True
+    operand = _condition(node.operand)
+    return lambda row: not operand(row)
 
 
 def _neg(node: ast.Neg) -> Evaluator:
@@ -91,10 +96,10 @@ def _neg(node: ast.Neg) -> Evaluator:
 
 
 def _logic(node: ast.Logic) -> Evaluator:
-    left, right = compile_node(node.left), compile_node(node.right)
+    left, right = _condition(node.left), _condition(node.right)
     if node.op == "and":
-        return lambda row: left(row) is True and right(row) is True
-    return lambda row: left(row) is True or right(row) is True
+        return lambda row: left(row) and right(row)
+    return lambda row: left(row) or right(row)
 
 
 def _arith(node: ast.Arith) -> Evaluator:
