@@ -46,6 +46,9 @@ FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "current_timestamp": (0, 0),
 }
 UNITS = ("year", "month", "week", "day", "hour", "minute", "second")
+# Longer intervals leave the years timestamps can hold (1 to 9999) whatever they are added to.
+_MAX_INTERVAL = {"year": 10_000, "month": 120_000, "week": 521_775, "day": 3_652_425,
+                 "hour": 87_658_200, "minute": 5_259_492_000, "second": 315_569_520_000}  # fmt: skip
 
 _TOKEN_NAMES = {
     "NAME": "a field or function name",
@@ -101,7 +104,7 @@ def _parse(text: str) -> ast.Node:
         raise
     except RecursionError:
         raise BTQLError("The expression is nested too deeply.", text=text, start=0) from None
-    _check_depth(node, text)
+    _check_tree(node, text)
     return node
 
 
@@ -130,19 +133,32 @@ def _friendly(names) -> set[str]:
     return {_TOKEN_NAMES.get(name, name.lower()) for name in names or ()}
 
 
-def _check_depth(node: ast.Node, text: str) -> None:
-    stack = [(node, 0)]
+def _check_tree(node: ast.Node, text: str) -> None:
+    """What the grammar cannot say: nesting depth, where intervals may stand, json_extract's path."""
+    stack: list[tuple[ast.Node, int, ast.Node | None]] = [(node, 0, None)]
     while stack:
-        current, depth = stack.pop()
+        current, depth, parent = stack.pop()
         if depth > MAX_DEPTH:
             raise BTQLError(
                 f"The expression is nested deeper than {MAX_DEPTH} levels.",
                 text=text,
                 start=current.pos.start,
             )
+        if isinstance(current, ast.Interval) and not (isinstance(parent, ast.Arith) and parent.op in "+-"):
+            raise BTQLError(
+                "An interval can only be added to or subtracted from a timestamp.",
+                text=text,
+                start=current.pos.start,
+            )
+        if isinstance(current, ast.Call) and current.name == "json_extract":
+            path = current.args[1]
+            if not (isinstance(path, ast.Literal) and isinstance(path.value, str)):
+                raise BTQLError(
+                    "json_extract's path must be a string literal.", text=text, start=path.pos.start
+                )
         for value in vars(current).values():
             children = value if isinstance(value, tuple) else (value,)
-            stack.extend((child, depth + 1) for child in children if isinstance(child, ast.Node))
+            stack.extend((child, depth + 1, current) for child in children if isinstance(child, ast.Node))
 
 
 def unquote(token: str) -> str:
@@ -247,7 +263,10 @@ class _ToAST(Transformer):
         name = str(unit).lower().rstrip("s")
         if name not in UNITS:
             raise self._error(f"Unknown interval unit {str(unit)!r}.", unit, expected=set(UNITS))
-        return ast.Interval(self._int(amount), name, pos=self._pos(meta))
+        value = self._int(amount)
+        if value > _MAX_INTERVAL[name]:
+            raise self._error(f"An interval is at most {_MAX_INTERVAL[name]} {name}s (10,000 years).", amount)
+        return ast.Interval(value, name, pos=self._pos(meta))
 
     def not_(self, meta, children):
         return ast.Not(children[-1], pos=self._pos(meta))

@@ -28,6 +28,7 @@ from django.db.models import BooleanField, Expression, F, Q
 
 from scoring.btql import ast
 from scoring.btql import values as v
+from scoring.btql.errors import BTQLError
 from scoring.btql.fields import TIMESTAMP_FIELDS
 from scoring.btql.parser import parse
 
@@ -76,7 +77,10 @@ class BTQLFilter(Expression):
     def as_sql(self, compiler, connection):
         columns = {name: compiler.compile(col)[0] for name, col in self.columns.items()}
         if connection.vendor == "postgresql":
-            out = _PG(columns).condition(self.node)
+            try:
+                out = _PG(columns).condition(self.node)
+            except Unsupported as exc:
+                raise BTQLError(f"Not supported in this database: {exc}.", text="", start=0) from None
         elif connection.vendor == "sqlite":
             out = _SQLite(columns, connection).condition(self.node)
         else:  # pragma: no cover
@@ -283,9 +287,11 @@ class _PG:
     def v_arith(self, node: ast.Arith) -> S:
         a, b, op = self.value(node.left), self.value(node.right), node.op
         if a.kind == "ts" and b.kind == "interval" and op in "+-":
-            return t("({0} " + op + " {1}::interval)", a, p(_pg_interval(b.const)), kind="ts")
+            return _in_python_years(
+                t("({0} " + op + " {1}::interval)", a, p(_pg_interval(b.const)), kind="ts")
+            )
         if a.kind == "interval" and b.kind == "ts" and op == "+":
-            return t("({0} + {1}::interval)", b, p(_pg_interval(a.const)), kind="ts")
+            return _in_python_years(t("({0} + {1}::interval)", b, p(_pg_interval(a.const)), kind="ts"))
         if a.kind != "json" or b.kind != "json" or a.is_null or b.is_null:
             return S("NULL::jsonb")
         numbers = "jsonb_typeof({0}) = 'number' AND jsonb_typeof({1}) = 'number'"
@@ -317,7 +323,9 @@ class _PG:
         if name in ("now", "current_timestamp"):
             return S("CURRENT_TIMESTAMP", kind="ts")
         if name in ("includes", "contains"):
-            return self.includes(self.value(node.args[0]), self.value(node.args[1]))
+            return t(
+                "COALESCE({0}, false)", self.includes(self.value(node.args[0]), self.value(node.args[1]))
+            )
         args = [self.value(a) for a in node.args]
         return getattr(self, "f_" + name)(node, *args)
 
@@ -416,10 +424,10 @@ class _PG:
             places = S("'0'::jsonb")
         return t(
             "(CASE WHEN jsonb_typeof({0}) = 'number' AND jsonb_typeof({1}) = 'number' "
-            "AND scale(({1})::numeric) = 0 AND abs(({1})::numeric) < 1000 THEN "
-            "CASE WHEN ({1})::int <= 0 AND (scale(({0})::numeric) = 0 OR abs(round(({0})::numeric, ({1})::int)) < 2^53) "
-            "THEN to_jsonb(round(({0})::numeric, ({1})::int)) "
-            f"ELSE {_float_json('round(({0})::numeric, ({1})::int)::float8')} END END)",
+            "AND scale(({1})::numeric) = 0 THEN "
+            f"CASE WHEN {_PLACES} <= 0 AND (scale(({{0}})::numeric) = 0 OR abs(round(({{0}})::numeric, {_PLACES})) < 2^53) "
+            f"THEN to_jsonb(round(({{0}})::numeric, {_PLACES})) "
+            f"ELSE {_float_json(f'round(({{0}})::numeric, {_PLACES})::float8')} END END)",
             x,
             places,
             kind="json",
@@ -710,6 +718,20 @@ def _float_json(expr: str) -> str:
     return (
         f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 1e16 "
         f"THEN (trunc({expr})::numeric::text || '.0')::jsonb ELSE ({expr})::text::jsonb END)"
+    )
+
+
+# round()'s places, clamped as values.round_half_up clamps them.
+_PLACES = "greatest(-400, least(400, ({1})::numeric))::int"
+
+
+def _in_python_years(timestamp: S) -> S:
+    """A timestamp outside years 1 to 9999 is null, as it is in Python."""
+    return t(
+        "(CASE WHEN {0} >= '0001-01-01T00:00:00+00:00'::timestamptz "
+        "AND {0} < '10000-01-01T00:00:00+00:00'::timestamptz THEN {0} END)",
+        timestamp,
+        kind="ts",
     )
 
 

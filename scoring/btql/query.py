@@ -82,7 +82,7 @@ def parse_query(text: str) -> Query:
         fields["sort"] = _sort(*where("sort"), text)
     if "limit" in clauses:
         body, offset = where("limit")
-        if not body.strip().isdigit() or not 1 <= int(body.strip()) <= MAX_LIMIT:
+        if not re.fullmatch(r"[0-9]{1,5}", body.strip()) or not 1 <= int(body.strip()) <= MAX_LIMIT:
             raise BTQLError(f"limit must be an integer from 1 to {MAX_LIMIT}.", text=text, start=offset)
         fields["limit"] = int(body.strip())
     if "cursor" in clauses:
@@ -102,10 +102,18 @@ def _parse_at(expression: str, text: str, offset: int) -> ast.Node:
 def _sort(body: str, offset: int, text: str) -> tuple:
     items, position = [], offset
     for part in body.split(","):
-        found = _SORT_ITEM.match(part)
+        found = _SORT_ITEM.match(part) if part.strip() else None
+        if found is None:
+            raise BTQLError("Sort by a field, optionally followed by asc or desc.", text=text, start=position)
         node = _parse_at(found.group(1), text, position + part.find(found.group(1)))
         if not isinstance(node, ast.Field):
             raise BTQLError("Sort by a field, optionally followed by asc or desc.", text=text, start=position)
+        if any(isinstance(key, int) or key.isdigit() for key in node.path[1:]):
+            raise BTQLError(
+                "Sort by object fields: array elements and numeric keys are not supported.",
+                text=text,
+                start=position,
+            )
         items.append((node.path, (found.group(2) or "asc").lower() == "desc"))
         position += len(part) + 1
     return tuple(items)

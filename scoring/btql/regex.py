@@ -15,7 +15,14 @@ _FORBIDDEN = [
     (re.compile(r"\(\?(?!:)"), "(? groups other than (?: ) are not supported"),
     (re.compile(r"\\[bBAZzGpPkKQE]"), "\\b, \\A, \\Z, \\p and similar escapes are not supported"),
     (re.compile(r"\[\[?:[a-z]+:\]"), "POSIX classes such as [[:alpha:]] are not supported"),
+    (
+        re.compile(r"\[[^\]]*\[[.=]"),
+        "collating elements [. .] and equivalence classes [= =] are not supported",
+    ),
+    (re.compile(r"(?<!\\)\{,"), "{,n} is not supported: write {0,n}"),
 ]
+_REPETITION = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+MAX_REPETITION = 255  # PostgreSQL's limit
 
 
 def check_pattern(pattern: str) -> str | None:
@@ -23,6 +30,9 @@ def check_pattern(pattern: str) -> str | None:
     for forbidden, why in _FORBIDDEN:
         if forbidden.search(pattern):
             return f"Unsupported regular expression: {why}."
+    for bounds in _REPETITION.finditer(pattern):
+        if any(b and int(b) > MAX_REPETITION for b in bounds.groups()):
+            return f"Unsupported regular expression: repetition counts go up to {MAX_REPETITION}."
     try:
         compile_pattern(pattern)
     except re.error as exc:

@@ -58,9 +58,11 @@ def to_timestamp(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
-        except ValueError:
+            parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            parsed.astimezone(timezone.utc)  # a time that is not in years 1 to 9999 in UTC
+        except (ValueError, OverflowError):
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed
     return None
 
 

@@ -87,6 +87,11 @@ def test_btql_default_order_is_newest_first(owner, logged):
         ("from: project_logs('{pid}')\nlimit: lots", 2, 8),
         ("from: project_logs('{pid}')\nsort: lower(input)", 2, 7),
         ("filter: input = 1", 1, 1),
+        ("from: project_logs('{pid}')\nsort: created desc,", 2, 21),
+        ("from: project_logs('{pid}')\nsort:", 2, 6),
+        ("from: project_logs('{pid}')\nlimit: \u00b2", 2, 8),
+        ("from: project_logs('{pid}')\nsort: tags[-1]", 2, 7),
+        ("from: project_logs('{pid}')\nsort: metadata.\"123\"", 2, 7),
     ],
 )
 def test_btql_errors_point_into_the_query(owner, logged, query, line, column):
@@ -105,3 +110,26 @@ def test_btql_needs_read_on_the_projects_logs(org, logged):
     assert btql(Api(None), query).status_code == 401
     other = ProjectFactory(organization=org)
     assert btql(no_grant, f"from: project_logs('{other.pk}')").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "created < '0001-01-01T00:00:00+14:00'",
+        "created > '9999-12-31T23:59:59-14:00'",
+        "not includes(metadata.missing, 1)",
+        "created + interval 10000 year > now()",
+        "round(metadata.n, 9223372036854775807) = 3",
+    ],
+)
+def test_edge_filters_answer_the_same_in_python_and_sql(owner, logged, expression):
+    from projects.models import Span
+    from projects.selectors import span_event
+    from scoring.btql.predicate import predicate
+
+    response = owner.get(f"/v1/project_logs/{logged.pk}/fetch", filter=expression)
+    assert response.status_code == 200, response.content
+    in_python = sorted(
+        s.row_id for s in Span.objects.filter(project=logged) if predicate(expression)(span_event(s))
+    )
+    assert sorted(ids(response.json()["events"])) == in_python

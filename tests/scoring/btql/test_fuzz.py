@@ -179,7 +179,8 @@ FIELD_PATHS = [
 LITERALS = [
     "null", "true", "false", "0", "1", "-1", "2.5", "1e300", "9223372036854775807", "'x'", "''", "'1'",
     "'2025-01-01'", "'2025-01-01T00:00:00Z'", "'true'", "'%_'", "[]", "[1, 'x', null]", "('a', 'b')",
-    "interval 1 day", "interval 9999 year", "interval 9223372036854775807 second", "now()",
+    "(now() - interval 1 day)", "(created + interval 9999 year)", "(created - interval 315569520000 second)",
+    "now()",
 ]  # fmt: skip
 PATTERNS = ["'a'", "'^x'", r"'\d+$'", "'[a-z]*?'", "'(?:a|b){2,}'", "'.'", "'[]$]'"]
 FUNCTIONS = {
@@ -210,7 +211,12 @@ def _expressions():
             | children.map("({} IS NULL)".format)
             | st.sampled_from(sorted(FUNCTIONS)).flatmap(
                 lambda name: st.lists(children, min_size=FUNCTIONS[name], max_size=FUNCTIONS[name]).map(
-                    lambda args: f"{name}({', '.join(args)})"
+                    # json_extract's path must be a string literal
+                    lambda args, name=name: (
+                        f"{name}({args[0]}, 'a.b[0]')"
+                        if name == "json_extract"
+                        else f"{name}({', '.join(args)})"
+                    )
                 )
             )
         )

@@ -112,7 +112,7 @@ AST_CASES = [
     ("input NOT ILIKE 'a'", ast.Compare("ilike", F("input"), L("a"), negated=True)),
     ("CONTAINS(tags, 'a')", ast.Call("contains", (F("tags"), L("a")))),
     ("NOW()", ast.Call("now", ())),
-    ("interval 2 DAYS", ast.Interval(2, "day")),
+    ("created + interval 2 DAYS", ast.Arith("+", F("created"), ast.Interval(2, "day"))),
     ("1.5e3", L(1500.0)),
     (".5", L(0.5)),
     ("-1", ast.Neg(L(1))),
@@ -564,3 +564,27 @@ def test_redundant_parentheses_do_not_nest():
 def test_huge_integers_are_btql_errors(text):
     with pytest.raises(BTQLError, match="Integers must fit in 64 bits"):
         parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("interval 1 day IS NULL", "An interval can only be added to or subtracted from a timestamp."),
+        (
+            "coalesce(interval 1 day, 1) IS NULL",
+            "An interval can only be added to or subtracted from a timestamp.",
+        ),
+        ("json_extract(input, metadata.path) = 1", "json_extract's path must be a string literal."),
+        ("created + interval 10001 year > now()", "An interval is at most 10000 years (10,000 years)."),
+        ("input ~ 'x{256}'", "Unsupported regular expression: repetition counts go up to 255."),
+        ("input ~ 'a{,3}'", "Unsupported regular expression: {,n} is not supported: write {0,n}."),
+        (
+            "input ~ '[[.a.]]'",
+            "Unsupported regular expression: collating elements [. .] and equivalence classes [= =] are not supported.",
+        ),
+    ],
+)
+def test_constructs_that_would_mean_different_things_in_python_and_postgresql_are_errors(text, message):
+    with pytest.raises(BTQLError) as caught:
+        parse(text)
+    assert caught.value.reason == message

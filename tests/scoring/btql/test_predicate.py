@@ -50,7 +50,7 @@ def test_a_row_without_any_field_is_all_missing():
         # timestamps outside years 1-9999 are null, not a ValueError/OverflowError
         "created + interval 9999 year IS NULL",
         "created - interval 3000 year IS NULL",
-        f"created + interval {MAX} second IS NULL",
+        "created + interval 315569520000 second IS NULL",
         "to_datetime('0001-01-01T00:00:00Z') - interval 1 day IS NULL",
         "created + interval 1 day > created",
         # round: any magnitude, any number of places
