@@ -368,6 +368,8 @@ class _PG:
     def f_nullif(self, node, a, b):
         if a.kind == "interval":
             raise Unsupported("nullif of an interval")
+        if a.kind == "bool":  # an SQL boolean here would never be null: carry it as jsonb
+            a = t("to_jsonb({0})", a, kind="json")
         null = {"json": "NULL::jsonb", "ts": "NULL::timestamptz", "bool": "NULL::boolean"}[a.kind]
         return t(
             f"(CASE WHEN COALESCE({{0}}, false) THEN {null} ELSE {{1}} END)", self.equal(a, b), a, kind=a.kind

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.django_db
         "to_number(metadata.big) IS NULL",
         "to_integer(metadata.big) IS NULL",
         "to_number(metadata.n) = 12",
+        "nullif(true, true) IS NULL",
+        "nullif(1 = 1, true) NOT LIKE 'x'",
+        "nullif(1 = 1, false) NOT LIKE 'x'",
     ],
 )
 def test_out_of_range_strings_are_null_on_both_backends(project, expression):
