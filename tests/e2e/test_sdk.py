@@ -259,3 +259,19 @@ def test_sdk_logs_traces_to_live_server(live_server, recorder, settings, python,
     assert fetched_comment["origin"] == {"id": by_id["outer"]}
     assert events[by_id["outer"]]["scores"] == {"manual": 0.5, "helpful": 1}
     assert events[by_id["long"]]["tags"] == ["t1", "t2"]
+
+    # --- BTQL over what the SDK logged, through the live server: fetch's filter and POST /btql.
+    filtered = requests.get(url, params={"filter": "tags includes 't2' and metadata.a.y = 2"},
+                            headers={"Authorization": bearer}, timeout=10)  # fmt: skip
+    assert filtered.status_code == 200, filtered.text
+    assert [e["id"] for e in filtered.json()["events"]] == [by_id["long"]]
+    query = f"from: project_logs('{pid}') traces | filter: span_attributes.name = 'late-child'"
+    traced = requests.post(
+        f"{live_server.url}/btql", json={"query": query}, headers={"Authorization": bearer}, timeout=10
+    )
+    assert traced.status_code == 200, traced.text
+    trace_ids = {e["id"] for e in traced.json()["data"]}
+    assert trace_ids == {
+        row_id for row_id, s in spans.items() if s.root_span_id == spans[by_id["late"]].root_span_id
+    }
+    assert by_id["long"] in trace_ids and by_id["outer"] not in trace_ids
