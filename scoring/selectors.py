@@ -28,9 +28,9 @@ def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | Non
         # Every span of each trace that has at least one matching span.
         matching = Span.objects.filter(project=project, deleted=False).filter(where).values("root_span_id")
         where = Q(root_span_id__in=Subquery(matching))
-    order_by = [order_expression(path, descending=desc) for path, desc in parsed.sort]
-    if order_by == [order_expression(("created",), descending=True)]:
-        order_by = []  # the default order, with its stable keyset cursor
+    # `sort: created desc` is the default order, which has the stable keyset cursor.
+    sort = () if parsed.sort == ((("created",), True),) else parsed.sort
+    order_by = [order_expression(path, descending=desc) for path, desc in sort]
     return logs_fetch(
         project=project, limit=parsed.limit, cursor=parsed.cursor, where=where, order_by=order_by
     )
