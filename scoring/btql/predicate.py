@@ -14,7 +14,6 @@ from scoring.btql import ast
 from scoring.btql import values as v
 from scoring.btql.fields import TIMESTAMP_FIELDS
 from scoring.btql.parser import parse
-from scoring.btql.regex import compile_pattern
 
 Evaluator = Callable[[dict], Any]
 
@@ -116,10 +115,10 @@ def _compare_in(a, b):
     return any(v.equal(a, item) is True for item in b) if isinstance(b, list) else v.equal(a, b) is True
 
 
-def _text_op(test):
+def _text_op(op: str):
     def run(a, b):
         text = v.text_of(a)
-        return isinstance(b, str) and text is not None and test(text, b)
+        return isinstance(b, str) and text is not None and v.text_matches(op, text, b)
 
     return run
 
@@ -133,11 +132,11 @@ _BASE = {
     "ge": lambda a, b: (o := v.order(a, b)) is not None and o >= 0,
     "is": lambda a, b: (a is None and b is None) or v.equal(a, b) is True,
     "in": _compare_in,
-    "like": _text_op(lambda text, p: v.like(text, p, insensitive=False)),
-    "ilike": _text_op(lambda text, p: v.like(text, p, insensitive=True)),
-    "match": _text_op(v.match),
+    "like": _text_op("like"),
+    "ilike": _text_op("ilike"),
+    "match": _text_op("match"),
     "includes": v.includes,
-    "regex": _text_op(lambda text, p: compile_pattern(p).search(text) is not None),
+    "regex": _text_op("regex"),
 }
 
 

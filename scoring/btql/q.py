@@ -968,16 +968,7 @@ def _sqlite_text_op(op, document, pattern, negated):
     text = v.text_of(value)
     if text is None:
         return False
-    if op == "like":
-        result = v.like(text, pattern, insensitive=False)
-    elif op == "ilike":
-        result = v.like(text, pattern, insensitive=True)
-    elif op == "match":
-        result = v.match(text, pattern)
-    else:
-        from scoring.btql.regex import compile_pattern
-
-        result = compile_pattern(pattern).search(text) is not None
+    result = v.text_matches(op, text, pattern)
     return (not result) if negated else result
 
 

@@ -3,6 +3,7 @@
 Values are JSON values plus timestamps (aware datetimes) and intervals. See docs/btql.md.
 """
 
+import functools
 import json
 import math
 import re
@@ -12,6 +13,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
+
+from scoring.btql.regex import compile_pattern
 
 
 @dataclass(frozen=True)
@@ -149,29 +152,30 @@ def like(text: str, pattern: str, *, insensitive: bool) -> bool:
     # case-insensitive regex would also fold characters such as "ſ" to "s").
     if insensitive:
         text, pattern = text.lower(), pattern.lower()
-    return _like_regex(pattern, False).fullmatch(text) is not None
+    return _like_regex(pattern).fullmatch(text) is not None
 
 
-_LIKE_CACHE: dict[tuple[str, bool], re.Pattern] = {}
+@functools.lru_cache(maxsize=4096)
+def _like_regex(pattern: str) -> re.Pattern:
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
 
 
-def _like_regex(pattern: str, insensitive: bool) -> re.Pattern:
-    key = (pattern, insensitive)
-    if key not in _LIKE_CACHE:
-        out, i = [], 0
-        while i < len(pattern):
-            char = pattern[i]
-            if char == "\\" and i + 1 < len(pattern):
-                out.append(re.escape(pattern[i + 1]))
-                i += 2
-                continue
-            out.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
-            i += 1
-        flags = re.DOTALL | (re.IGNORECASE if insensitive else 0)
-        if len(_LIKE_CACHE) > 4096:
-            _LIKE_CACHE.clear()
-        _LIKE_CACHE[key] = re.compile("".join(out), flags)
-    return _LIKE_CACHE[key]
+def text_matches(op: str, text: str, pattern: str) -> bool:
+    """`text <op> pattern` for the operators that read text: like, ilike, match, regex."""
+    if op in ("like", "ilike"):
+        return like(text, pattern, insensitive=op == "ilike")
+    if op == "match":
+        return match(text, pattern)
+    return compile_pattern(pattern).search(text) is not None
 
 
 def match(text: str, query: str) -> bool:
