@@ -110,10 +110,6 @@ def order(a: Any, b: Any) -> int | None:
     return (a > b) - (a < b)
 
 
-def is_true(value: Any) -> bool:
-    return value is True
-
-
 def text_of(value: Any) -> str | None:
     """What LIKE, MATCH and ~ read: a string as it is, anything else as its JSON text."""
     if value is None:
