@@ -77,10 +77,7 @@ def logs_fetch(
     else:
         if cursor:
             created, pk = _cursor_decode(cursor, kind="keyset")
-            spans = spans.filter(
-                Q(created__lt=datetime.fromisoformat(created))
-                | Q(created=datetime.fromisoformat(created), pk__lt=pk)
-            )
+            spans = spans.filter(Q(created__lt=created) | Q(created=created, pk__lt=pk))
         page = list(spans.order_by("-created", "-pk")[: limit + 1])
         last = page[limit - 1] if len(page) > limit else None
         next_cursor = _cursor_encode("keyset", [last.created.isoformat(), last.pk]) if last else None
@@ -144,8 +141,7 @@ def _cursor_decode(cursor: str, *, kind: str):
         if found != kind:
             raise ValueError(kind)
         if kind == "keyset":
-            datetime.fromisoformat(position[0])
-            return position[0], int(position[1])
+            return datetime.fromisoformat(position[0]), int(position[1])
         return int(position)
     except (signing.BadSignature, ValueError, TypeError, IndexError):
         raise ValidationError("cursor is not a cursor returned by this query.", field="cursor") from None
