@@ -25,14 +25,23 @@ from projects.serializers import (
 
 
 def validated(serializer_class, data) -> dict:
+    """The serializer's validated data; a field it does not know, at any depth, is an error."""
     if not isinstance(data, dict):
         raise ValidationError("Expected a JSON object.", field=None)
-    unknown = sorted(set(data) - set(serializer_class().fields))
-    if unknown:
-        raise ValidationError(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+    _refuse_unknown(serializer_class(), data, prefix="")
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _refuse_unknown(serializer: serializers.Serializer, data: dict, *, prefix: str) -> None:
+    fields = serializer.fields
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValidationError(f"Unknown field {unknown[0]!r}.", field=prefix + unknown[0])
+    for name, value in data.items():
+        if isinstance(fields[name], serializers.Serializer) and isinstance(value, dict):
+            _refuse_unknown(fields[name], value, prefix=f"{prefix}{name}.")
 
 
 class RawJSONAPIView(APIView):

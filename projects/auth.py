@@ -26,7 +26,7 @@ _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}_[0-9a-f]{{{2 * _PREFIX_BYTES}}}_[A-Za-z0
 class Principal:
     """Who is calling: the key, its user and organization, and the user's role there."""
 
-    key: APIKey
+    key: APIKey | None  # None for a signed-in user (the web UI)
     user: User
     organization: Organization
     role: str

@@ -1,11 +1,28 @@
-"""The logs API: fetch with a BTQL filter, and POST /btql."""
+"""The scoring API: logs fetch and POST /btql, online scoring rules (Braintrust's project
+scores), Test rule, manual scoring, scoring runs and the "why is there no score?" state."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from projects.apis import ProjectScopedAPIView, RawJSONAPIView, validated
-from scoring import selectors
-from scoring.serializers import BTQLResultSerializer, BTQLSerializer, FetchResultSerializer, FetchSerializer
+from projects.selectors import project_get
+from scoring import selectors, services
+from scoring.models import Rule
+from scoring.serializers import (
+    BTQLResultSerializer,
+    BTQLSerializer,
+    FetchResultSerializer,
+    FetchSerializer,
+    RuleListQuerySerializer,
+    RulePatchSerializer,
+    RuleSerializer,
+    RuleTestSerializer,
+    RuleWriteSerializer,
+    RunListQuerySerializer,
+    ScoreLogsSerializer,
+    ScoringStateQuerySerializer,
+)
 
 
 class LogsFetchAPI(ProjectScopedAPIView):
@@ -35,3 +52,139 @@ class BTQLAPI(RawJSONAPIView):
         params = validated(BTQLSerializer, self.body())
         data, cursor = selectors.btql_run(principal=request.auth, query=params["query"])
         return Response({"data": data, "cursor": cursor})
+
+
+# --- Online scoring rules -------------------------------------------------------------------
+
+
+class RuleListCreateAPI(RawJSONAPIView):
+    @extend_schema(
+        operation_id="project_score_list",
+        parameters=[RuleListQuerySerializer],
+        responses={200: inline_serializer("RuleList", {"objects": RuleSerializer(many=True)})},
+    )
+    def get(self, request):
+        params = validated(RuleListQuerySerializer, request.query_params.dict())
+        rules = selectors.rule_list(
+            principal=request.auth, project_id=params.get("project_id"), name=params.get("project_score_name")
+        )
+        return Response({"objects": RuleSerializer(rules, many=True).data})
+
+    @extend_schema(request=RuleWriteSerializer, responses={200: RuleSerializer})
+    def post(self, request):
+        """Create a rule. As in Braintrust, if the project has a rule of that name already, it
+        is returned unchanged (use PATCH to change it)."""
+        data = validated(RuleWriteSerializer, self.body())
+        project = project_get(
+            principal=request.auth, project_id=data["project_id"], object_type="project", permission="update"
+        )
+        existing = Rule.objects.filter(project=project, name=data["name"].strip()).first()
+        rule = existing or services.rule_create(
+            run_as_user=request.auth.user,
+            run_as_key=request.auth.key,
+            project=project,
+            name=data["name"],
+            description=data.get("description") or "",
+            online=data["config"]["online"],
+        )
+        return Response(RuleSerializer(rule).data)
+
+
+class RuleDetailAPI(RawJSONAPIView):
+    @extend_schema(responses={200: RuleSerializer})
+    def get(self, request, rule_id):
+        return Response(RuleSerializer(self._rule("read")).data)
+
+    @extend_schema(request=RulePatchSerializer, responses={200: RuleSerializer})
+    def patch(self, request, rule_id):
+        data = validated(RulePatchSerializer, self.body())
+        rule = services.rule_update(
+            rule=self._rule("update"),
+            name=data.get("name"),
+            description=data.get("description"),
+            online=data.get("config", {}).get("online"),
+        )
+        return Response(RuleSerializer(rule).data)
+
+    @extend_schema(responses={200: RuleSerializer})
+    def delete(self, request, rule_id):
+        rule = self._rule("update")
+        data = RuleSerializer(rule).data
+        services.rule_delete(rule=rule)
+        return Response(data)
+
+    def _rule(self, permission: str) -> Rule:
+        return selectors.rule_get(principal=self.request.auth, rule_id=self.kwargs["rule_id"], permission=permission)
+
+
+class RuleTestAPI(RawJSONAPIView):
+    @extend_schema(
+        request=RuleTestSerializer,
+        responses={200: inline_serializer("RuleTestResult", {"results": serializers.ListField()})},
+    )
+    def post(self, request):
+        """Preview a rule on the most recent ended spans. Nothing is saved."""
+        data = validated(RuleTestSerializer, self.body())
+        project = project_get(
+            principal=request.auth, project_id=data["project_id"], object_type="project_logs", permission="read"
+        )
+        results = services.rule_test(project=project, online=data["config"]["online"], limit=data["limit"])
+        return Response({"results": results})
+
+
+class RuleStatsAPI(RawJSONAPIView):
+    @extend_schema(responses={200: inline_serializer("RuleStats", {"matched": serializers.IntegerField()})})
+    def get(self, request, rule_id):
+        rule = selectors.rule_get(principal=request.auth, rule_id=rule_id, permission="read")
+        return Response(selectors.rule_stats(rule=rule))
+
+
+# --- Manual scoring and scoring state --------------------------------------------------------
+
+
+class LogsScoreAPI(ProjectScopedAPIView):
+    @extend_schema(
+        request=ScoreLogsSerializer,
+        responses={202: inline_serializer("ScoreLogsResult", {"runs": serializers.ListField()})},
+    )
+    def post(self, request, project_id):
+        """Score logs by hand: `ids` (specific logs), or `filter` for the `limit` (default 50)
+        most recent root spans that match ("Score past logs")."""
+        project = self.get_project()
+        data = validated(ScoreLogsSerializer, self.body())
+        runs = services.logs_score(
+            principal=request.auth,
+            project=project,
+            scorer_refs=data["scorers"],
+            ids=data.get("ids"),
+            filter_text=data.get("filter"),
+            limit=data.get("limit"),
+        )
+        return Response({"runs": [selectors.run_summary(run) for run in runs]}, status=202)
+
+
+class ScoringStateAPI(ProjectScopedAPIView):
+    @extend_schema(
+        parameters=[ScoringStateQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "ScoringState",
+                {"id": serializers.CharField(), "rules": serializers.ListField(), "manual_runs": serializers.ListField()},
+            )
+        },
+    )
+    def get(self, request, project_id):
+        """Why a span has, or has no, score: each rule's decision, its runs and their errors."""
+        params = validated(ScoringStateQuerySerializer, request.query_params.dict())
+        return Response(selectors.scoring_state(project=self.get_project(), row_id=params["id"]))
+
+
+class ScoringRunsAPI(RawJSONAPIView):
+    @extend_schema(
+        parameters=[RunListQuerySerializer],
+        responses={200: inline_serializer("RunList", {"objects": serializers.ListField()})},
+    )
+    def get(self, request):
+        params = validated(RunListQuerySerializer, request.query_params.dict())
+        runs = selectors.runs_get(principal=request.auth, run_ids=params["ids"])
+        return Response({"objects": [selectors.run_summary(run) for run in runs]})

@@ -7,6 +7,9 @@ class ScoringConfig(AppConfig):
     verbose_name = "Online scoring"
 
     def ready(self):
+        from projects.signals import spans_ended
         from scoring.btql.q import register_sqlite_functions
+        from scoring.engine import on_spans_ended
 
         connection_created.connect(register_sqlite_functions, dispatch_uid="scoring.btql.sqlite_functions")
+        spans_ended.connect(on_spans_ended, dispatch_uid="scoring.engine")

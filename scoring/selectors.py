@@ -1,10 +1,19 @@
 """Reads of logs through BTQL: the logs fetch with a filter, and POST /btql."""
 
-from django.db.models import Q, Subquery
+import uuid
+from collections import defaultdict
 
-from projects.auth import Principal
+from django.db.models import CharField, Count, Min, Q, QuerySet, Subquery
+from django.db.models.functions import Cast
+from django.db.models.fields.json import KeyTextTransform
+from django.utils import timezone
+
+from onlinescore.exceptions import NotFound
+from projects.auth import Principal, has_permission
 from projects.models import Project, Span
-from projects.selectors import logs_fetch, project_get
+from projects.selectors import logs_fetch, project_get, project_list
+from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
+from scoring.scorers import reference_name as scorer_reference_name
 from scoring.btql.q import order_expression, to_q
 from scoring.btql.query import parse_query
 
@@ -34,3 +43,162 @@ def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | Non
     return logs_fetch(
         project=project, limit=parsed.limit, cursor=parsed.cursor, where=where, order_by=order_by
     )
+
+
+# --- Online scoring ------------------------------------------------------------------------
+
+
+def rule_list(*, principal: Principal, project_id=None, name: str | None = None) -> QuerySet[Rule]:
+    """The rules of one project, or of every project the principal may read."""
+    if project_id is not None:
+        project = project_get(principal=principal, project_id=project_id, object_type="project", permission="read")
+        rules = Rule.objects.filter(project=project)
+    else:
+        rules = Rule.objects.filter(project__in=project_list(principal=principal))
+    if name is not None:
+        rules = rules.filter(name=name)
+    return rules.order_by("project_id", "created", "pk")
+
+
+def rule_get(*, principal: Principal, rule_id, permission: str) -> Rule:
+    """A rule, if the principal has `permission` on its project (404 across organizations)."""
+    try:
+        pk = uuid.UUID(str(rule_id))
+    except ValueError:
+        raise NotFound(f"Rule {rule_id} not found.") from None
+    rule = Rule.objects.select_related("project").filter(pk=pk, project__organization=principal.organization).first()
+    if rule is None:
+        raise NotFound(f"Rule {rule_id} not found.")
+    project_get(principal=principal, project_id=rule.project_id, object_type="project", permission=permission)
+    return rule
+
+
+def scoring_state(*, project: Project, row_id: str) -> dict:
+    """Why a span has (or has no) score: each rule's decision about it, with its runs, and the
+    manual runs on it. Decisions are those taken when the span ended; rules made or enabled
+    since then did not see it."""
+    span = Span.objects.filter(project=project, row_id=row_id, deleted=False).first()
+    if span is None:
+        raise NotFound(f"No log with id {row_id!r} in this project.")
+    record = SpanDecisions.objects.filter(span=span).first()
+    runs = defaultdict(list)
+    for run in ScoringRun.objects.filter(span=span).select_related("span").order_by("pk"):
+        runs[run.rule_id].append(run)
+    is_scorer = (span.span_attributes or {}).get("purpose") == "scorer"
+    rules = []
+    for rule in Rule.objects.filter(project=project).order_by("created", "pk"):
+        decision, message = _rule_decision(rule, span, record, runs.get(rule.pk, []), is_scorer)
+        rules.append(
+            {
+                "rule_id": str(rule.pk),
+                "rule_name": rule.name,
+                "enabled": rule.enabled,
+                "decision": decision,
+                "message": message,
+                "runs": [run_summary(run) for run in runs.get(rule.pk, [])],
+            }
+        )
+    return {
+        "id": span.row_id,
+        "span_id": span.span_id,
+        "ended_at": span.ended_at.isoformat() if span.ended_at else None,
+        "rules": rules,
+        "manual_runs": [run_summary(run) for run in runs.get(None, [])],
+    }
+
+
+_EXPLANATIONS = {
+    Decision.FILTERED_OUT: "The span did not match the rule's BTQL filter when it ended.",
+    Decision.NOT_SELECTED: "The span is neither a root span nor one of the rule's span names.",
+    Decision.NOT_SAMPLED: "The span matched, but was not drawn by the rule's sampling rate.",
+    Decision.QUEUED: "The span is queued for scoring.",
+    Decision.SCORED: "Every scorer of the rule scored the span.",
+}
+
+
+def _rule_decision(rule: Rule, span: Span, record, runs: list[ScoringRun], is_scorer: bool) -> tuple[str, str]:
+    if is_scorer:
+        return "not_evaluated", "Scoring spans are never scored."
+    if span.ended_at is None:
+        return "not_evaluated", "The span has not ended: rules decide when a span ends (metrics.end)."
+    code = record.decisions.get(str(rule.pk)) if record else None
+    if code is None:
+        if rule.created > span.ended_at:
+            why = "The rule was created after the span ended."
+        else:
+            why = "The rule was not enabled when the span ended."
+        return "not_evaluated", why + " Score it by hand with POST /v1/project_logs/{project_id}/score."
+    if code == Decision.ERROR:
+        return code, record.errors.get(str(rule.pk), "")
+    if code == Decision.QUEUED and runs:
+        failed = [run for run in runs if run.status == ScoringRun.Status.ERROR]
+        if failed:
+            return Decision.ERROR.value, "; ".join(f"{scorer_label(r)}: {r.error}" for r in failed)
+        if all(run.status == ScoringRun.Status.DONE for run in runs):
+            return Decision.SCORED.value, _EXPLANATIONS[Decision.SCORED]
+    return code, _EXPLANATIONS[Decision(code)]
+
+
+def scorer_label(run: ScoringRun) -> str:
+    return scorer_reference_name(run.scorer)
+
+
+def run_summary(run: ScoringRun) -> dict:
+    return {
+        "id": run.pk,
+        "project_id": str(run.project_id),
+        "row_id": run.span.row_id,
+        "rule_id": str(run.rule_id) if run.rule_id else None,
+        "scorer": run.scorer,
+        "status": run.status,
+        "attempts": run.attempts,
+        "scores": run.scores,
+        "error": run.error or None,
+        "scoring_span_id": run.scoring_span_row_id or None,
+        "created": run.created.isoformat(),
+        "finished": run.finished.isoformat() if run.finished else None,
+    }
+
+
+def runs_get(*, principal: Principal, run_ids: list[int]) -> list[ScoringRun]:
+    """Runs by id, each on a project whose logs the principal may read; 404 names the first
+    that is not."""
+    runs = {
+        run.pk: run
+        for run in ScoringRun.objects.select_related("span", "project").filter(
+            pk__in=run_ids, project__organization=principal.organization
+        )
+    }
+    readable: dict = {}
+    for run_id in run_ids:
+        run = runs.get(run_id)
+        if run is not None and run.project_id not in readable:
+            readable[run.project_id] = has_permission(principal, run.project, "project_logs", "read")
+        if run is None or not readable[run.project_id]:
+            raise NotFound(f"Scoring run {run_id} not found.", field="ids")
+    return [runs[run_id] for run_id in run_ids]
+
+
+def rule_stats(*, rule: Rule) -> dict:
+    """Counts over the spans the rule saw: matched (passed the filter and the selection),
+    sampled, scored (every run done) and errored (a run failed); pending runs, and the queue
+    lag, the age in seconds of the oldest unfinished run."""
+    # Cast: so that `__in` compares text, not JSON values (which SQLite would parse).
+    decision = Cast(KeyTextTransform(str(rule.pk), "decisions"), CharField())
+    seen = SpanDecisions.objects.filter(project=rule.project_id).annotate(decision=decision)
+    matched = seen.filter(decision__in=[Decision.NOT_SAMPLED, Decision.QUEUED]).count()
+    runs = ScoringRun.objects.filter(rule=rule)
+    per_span = runs.values("span").annotate(
+        failed=Count("pk", filter=Q(status=ScoringRun.Status.ERROR)),
+        open=Count("pk", filter=Q(status__in=[ScoringRun.Status.PENDING, ScoringRun.Status.RUNNING])),
+    )
+    unfinished = runs.filter(status__in=[ScoringRun.Status.PENDING, ScoringRun.Status.RUNNING])
+    oldest = unfinished.aggregate(oldest=Min("created"))["oldest"]
+    return {
+        "matched": matched,
+        "sampled": seen.filter(decision=Decision.QUEUED).count(),
+        "scored": per_span.filter(failed=0, open=0).count(),
+        "errored": per_span.filter(failed__gt=0).count(),
+        "pending_runs": unfinished.count(),
+        "queue_lag_seconds": (timezone.now() - oldest).total_seconds() if oldest else 0.0,
+    }

@@ -4,5 +4,12 @@ from scoring import apis
 
 urlpatterns = [
     path("v1/project_logs/<str:project_id>/fetch", apis.LogsFetchAPI.as_view()),
+    path("v1/project_logs/<str:project_id>/score", apis.LogsScoreAPI.as_view()),
+    path("v1/project_logs/<str:project_id>/scoring_state", apis.ScoringStateAPI.as_view()),
     path("btql", apis.BTQLAPI.as_view()),
+    path("v1/project_score", apis.RuleListCreateAPI.as_view()),
+    path("v1/project_score/test", apis.RuleTestAPI.as_view()),
+    path("v1/project_score/<str:rule_id>", apis.RuleDetailAPI.as_view()),
+    path("v1/project_score/<str:rule_id>/stats", apis.RuleStatsAPI.as_view()),
+    path("v1/scoring_runs", apis.ScoringRunsAPI.as_view()),
 ]

@@ -88,7 +88,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
+    "default": {
+        "URL": REDIS_URL,
+        "DEFAULT_TIMEOUT": 300,
+        # Ingest enqueues scoring jobs after commit; with Redis down it must fail fast (the runs
+        # stay pending for the sweeper), never hang the request.
+        "REDIS_CLIENT_KWARGS": {"socket_connect_timeout": 2, "socket_timeout": 10},
+    },
 }
 RQ = {"COMMIT_MODE": "on_db_commit"}
 
@@ -142,3 +148,30 @@ LOGGING = {
 # Base URL that clients should use, when the server sits behind a proxy. By default the URL
 # of each request is used (it is what /api/apikey/login hands to the SDK).
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")
+
+# Online scoring (see docs/operations.md). Each can be set in the environment.
+def _env_number(name: str, default, kind=float):
+    return kind(os.environ.get(name, default))
+
+
+# Runs per RQ job: one job scores a batch, since RQ costs milliseconds per job.
+SCORING_JOB_BATCH = _env_number("SCORING_JOB_BATCH", 200, int)
+# A worker holds a claimed run this long, renewing it while it works; a run whose lease ran out
+# (its worker died) is claimed again.
+SCORING_LEASE_SECONDS = _env_number("SCORING_LEASE_SECONDS", 60)
+# How often each `manage.py worker` sweeps: reclaims expired leases and re-enqueues pending runs
+# that no job holds (enqueued while Redis was down) once they are SCORING_PENDING_GRACE_SECONDS old.
+SCORING_SWEEP_SECONDS = _env_number("SCORING_SWEEP_SECONDS", 10)
+SCORING_PENDING_GRACE_SECONDS = _env_number("SCORING_PENDING_GRACE_SECONDS", 60)
+# Attempts per run: transient failures (network, 5xx, timeouts) and lost workers are retried,
+# with back-off from SCORING_RETRY_BACKOFF_SECONDS doubling each time, up to this many attempts.
+SCORING_MAX_ATTEMPTS = _env_number("SCORING_MAX_ATTEMPTS", 3, int)
+SCORING_RETRY_BACKOFF_SECONDS = _env_number("SCORING_RETRY_BACKOFF_SECONDS", 2)
+# Time limit of one scorer call that does I/O or runs user code, and threads for such calls.
+SCORING_SCORER_TIMEOUT = _env_number("SCORING_SCORER_TIMEOUT", 30)
+SCORING_POOL_SIZE = _env_number("SCORING_POOL_SIZE", 8, int)
+# Test rule scores synchronously, in the request: its whole time budget.
+SCORING_TEST_RULE_SECONDS = _env_number("SCORING_TEST_RULE_SECONDS", 20)
+# "Score past logs": the default number of most recent matching logs, and the most allowed.
+SCORING_PAST_LOGS_DEFAULT = 50
+SCORING_PAST_LOGS_MAX = _env_number("SCORING_PAST_LOGS_MAX", 1000, int)

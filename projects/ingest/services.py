@@ -54,11 +54,12 @@ class EndedSpan:
         return span_event(self.at_end)
 
 
-def logs_ingest(*, principal: Principal, rows: Any, project: Project | None = None) -> list[str]:
+def logs_ingest(*, principal: Principal | None, rows: Any, project: Project | None = None) -> list[str]:
     """Write a batch of log rows and return their row ids, in input order.
 
-    With `project` (REST insert) rows may omit `project_id`; without it (/logs3) each row names
-    its project. Each project needs `update` on its logs. Raises ApplicationError, having
+    With `project` (REST insert, whose caller has checked the permission; or the system's own
+    writes, such as scores, with no principal) rows may omit `project_id`; without it (/logs3)
+    each row names its project, and the principal needs `update` on the logs of each. Raises ApplicationError, having
     written nothing, for any bad row. Receivers of `spans_ended` run inside the transaction: if
     one raises, nothing is written and the error propagates.
     """

@@ -1,13 +1,20 @@
+import logging
+import threading
+
+from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import close_old_connections
 
 from onlinescore.rq import embedded_redis
 
+logger = logging.getLogger("scoring.sweeper")
+
 
 class Command(BaseCommand):
-    help = "Run an RQ worker on the onlinescore queues (the one `make run` starts)."
+    help = "Run an RQ worker on the onlinescore queues (the one `make run` starts), with the scoring sweeper."
 
     def add_arguments(self, parser):
-        parser.add_argument("--burst", action="store_true", help="Exit when the queues are empty.")
+        parser.add_argument("--burst", action="store_true", help="Exit when the queues are empty (no sweeper).")
 
     def handle(self, *args, burst=False, **options):
         import django_rq
@@ -17,4 +24,23 @@ class Command(BaseCommand):
         # the throughput for the short jobs onlinescore runs (see the README's Performance section).
         worker = django_rq.get_worker("default", worker_class=SimpleWorker)
         with embedded_redis():
+            if not burst:
+                threading.Thread(target=_sweep_forever, name="scoring-sweeper", daemon=True).start()
             worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO")
+
+
+def _sweep_forever() -> None:
+    """Every SCORING_SWEEP_SECONDS: reclaim runs of dead workers, re-enqueue lost pending runs
+    (scoring.services.runs_sweep). Every worker sweeps; sweeps are idempotent."""
+    from scoring.services import runs_sweep
+
+    stop = threading.Event()
+    while not stop.wait(settings.SCORING_SWEEP_SECONDS):
+        try:
+            swept = runs_sweep()
+            if any(swept.values()):
+                logger.info("Sweeper: %(reclaimed)d runs reclaimed, %(requeued)d re-enqueued.", swept)
+        except Exception:
+            logger.exception("Sweeper failed; trying again in %s s.", settings.SCORING_SWEEP_SECONDS)
+        finally:
+            close_old_connections()

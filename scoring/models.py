@@ -1,0 +1,133 @@
+"""Online scoring rules, what each one decided about each ended span, and scoring runs.
+
+A rule is Braintrust's "project score" of type online. When a span ends, every enabled rule of
+its project decides about it once (`SpanDecisions`); each (span, rule, scorer) it queues becomes
+one `ScoringRun`, which a worker turns into a score on the span and a child scoring span.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from projects.models import APIKey, Project, Span
+
+
+class Rule(models.Model):
+    class SampleBy(models.TextChoices):
+        SPAN = "span"
+        TRACE = "trace"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rules")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    # [{"type": "global", "name": ...} | {"type": "function", "id": ..., "version"?: ...}]
+    scorers = models.JSONField(default=list)
+    sampling_rate = models.FloatField(default=1.0)
+    btql_filter = models.TextField(blank=True, default="")
+    apply_to_root_span = models.BooleanField(default=False)
+    apply_to_span_names = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+    sample_by = models.CharField(max_length=10, choices=SampleBy.choices, default=SampleBy.SPAN)
+    # Who the rule runs as: its creator, and the key it used. Their rights are checked at run time.
+    run_as_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_as_key = models.ForeignKey(APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="rule_name_unique_in_project")]
+        indexes = [models.Index(fields=["project", "enabled"])]
+        ordering = ["project", "name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Decision(models.TextChoices):
+    """What a rule decided about an ended span. The first three are final; `queued` becomes
+    `scored` or `error` through the rule's runs (see `selectors.scoring_state`)."""
+
+    FILTERED_OUT = "filtered_out"
+    NOT_SELECTED = "not_selected"
+    NOT_SAMPLED = "not_sampled"
+    QUEUED = "queued"
+    SCORED = "scored"
+    ERROR = "error"
+
+
+class SpanDecisions(models.Model):
+    """Every enabled rule's decision about one span, taken when it ended: the "why is there no
+    score?" record. One row per ended span rather than one per (span, rule): ingest writes it,
+    and with many rules that is the difference between one small insert per span and many."""
+
+    span = models.OneToOneField(Span, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    ended_at = models.DateTimeField()
+    decisions = models.JSONField(default=dict)  # {rule id: Decision value}
+    errors = models.JSONField(default=dict, blank=True)  # {rule id: message} for Decision.ERROR
+
+    class Meta:
+        verbose_name_plural = "span decisions"
+        indexes = [models.Index(fields=["project", "ended_at"])]
+
+
+class ScoringRun(models.Model):
+    """One scorer on one span, for a rule (online) or on request (manual).
+
+    Online runs are unique on (span, rule, scorer), so a span is scored at most once per rule
+    and scorer whatever is retried or replayed. Manual runs are not: scoring a span again adds a
+    scoring span and updates the score. Workers claim runs with a lease (`lease_token`,
+    `lease_expires`); a run whose lease expired is claimed again (see services.runs_sweep)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        ERROR = "error"
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    span = models.ForeignKey(Span, on_delete=models.CASCADE, related_name="+")
+    rule = models.ForeignKey(Rule, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    scorer = models.JSONField()  # the reference, as in Rule.scorers
+    scorer_key = models.CharField(max_length=300)  # its canonical text, for the unique constraint
+    # Manual runs run as whoever asked.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_key = models.ForeignKey(
+        APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)  # claims so far
+    not_before = models.DateTimeField(null=True, blank=True)  # retry back-off
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
+    scores = models.JSONField(null=True, blank=True)  # {name: value}
+    error = models.TextField(blank=True, default="")
+    scoring_span_row_id = models.CharField(max_length=255, blank=True, default="")
+    created = models.DateTimeField()
+    updated = models.DateTimeField()
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "rule", "scorer_key"],
+                condition=Q(rule__isnull=False),
+                name="one_online_run_per_span_rule_scorer",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "updated"]),
+            models.Index(fields=["rule", "status"]),
+            models.Index(fields=["lease_token"]),
+        ]
+
+    def __str__(self):
+        return f"run {self.pk} ({self.scorer_key}, {self.status})"

@@ -1,0 +1,468 @@
+"""Writes of online scoring: rules, manual scoring, and the life of a scoring run.
+
+A run is created pending (by the trigger in engine.py, or by `logs_score`), enqueued after
+commit, claimed by one worker under a lease (`runs_execute`), and finished `done` or `error` in
+the same transaction that writes its score and scoring span. `runs_sweep` brings back runs whose
+job was lost (Redis down) or whose worker died. So every run ends done or error, and a
+(span, rule, scorer) is scored exactly once.
+"""
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import django_rq
+import redis
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from onlinescore.exceptions import ValidationError
+from projects.auth import Principal, has_permission
+from projects.ingest.services import logs_ingest
+from projects.models import Membership, Project, Span
+from projects.selectors import span_event
+from scoring import scorers
+from scoring.btql.errors import BTQLError
+from scoring.btql.predicate import predicate
+from scoring.btql.q import to_q
+from scoring.engine import CompiledRule
+from scoring.models import Decision, Rule, ScoringRun
+
+logger = logging.getLogger(__name__)
+
+# --- Rules -------------------------------------------------------------------------------
+
+_ONLINE_DEFAULTS = {
+    "btql_filter": "",
+    "apply_to_root_span": False,
+    "apply_to_span_names": [],
+    "enabled": True,
+    "sample_by": Rule.SampleBy.SPAN,
+}
+
+
+def online_config_clean(online: dict, *, current: dict | None = None) -> dict:
+    """A rule's `config.online` made whole and checked: `online` over `current` (a PATCH) or
+    over the defaults. The filter is compiled and each scorer resolved, so a rule that saves
+    can run. Errors name the field (`config.online.<name>`), and BTQL errors their position."""
+    config = {**_ONLINE_DEFAULTS, **(current or {})}
+    config.update({k: v for k, v in online.items() if v is not None or k not in _ONLINE_DEFAULTS})
+    field = "config.online.{}".format
+    for required in ("sampling_rate", "scorers"):
+        if config.get(required) is None:
+            raise ValidationError(f"{required} is required.", field=field(required))
+    config["btql_filter"] = (config["btql_filter"] or "").strip()
+    if config["btql_filter"]:
+        try:
+            predicate(config["btql_filter"])
+        except BTQLError as exc:
+            exc.details["field"] = field("btql_filter")
+            raise
+    config["scorers"] = scorers.references_clean(config["scorers"], field=field("scorers"))
+    names = config["apply_to_span_names"] or []
+    if any(not isinstance(n, str) or not n.strip() for n in names):
+        raise ValidationError("Span names are non-empty strings.", field=field("apply_to_span_names"))
+    config["apply_to_span_names"] = list(dict.fromkeys(n.strip() for n in names))
+    return config
+
+
+def rule_create(
+    *, project: Project, name: str, description: str, online: dict, run_as_user, run_as_key=None
+) -> Rule:
+    """A new rule, running as `run_as_user` (and the API key it was made with, if any)."""
+    rule = Rule(
+        project=project,
+        name=_rule_name_clean(name),
+        description=description or "",
+        run_as_user=run_as_user,
+        run_as_key=run_as_key,
+        **online_config_clean(online),
+    )
+    return _rule_save(rule)
+
+
+def rule_update(*, rule: Rule, name: str | None = None, description: str | None = None,
+                online: dict | None = None) -> Rule:  # fmt: skip
+    if name is not None:
+        rule.name = _rule_name_clean(name)
+    if description is not None:
+        rule.description = description
+    if online:
+        for key, value in online_config_clean(online, current=rule_online_config(rule)).items():
+            setattr(rule, key, value)
+    return _rule_save(rule)
+
+
+def rule_delete(*, rule: Rule) -> None:
+    rule.delete()
+
+
+def rule_online_config(rule: Rule) -> dict:
+    return {key: getattr(rule, key) for key in ("sampling_rate", "scorers", *_ONLINE_DEFAULTS)}
+
+
+def _rule_name_clean(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError("A rule needs a name.", field="name")
+    return name
+
+
+def _rule_save(rule: Rule) -> Rule:
+    try:
+        with transaction.atomic():
+            rule.save()
+    except IntegrityError:
+        if Rule.objects.filter(project=rule.project_id, name=rule.name).exclude(pk=rule.pk).exists():
+            raise ValidationError(f"This project already has a rule named {rule.name!r}.", field="name") from None
+        raise
+    return rule
+
+
+# --- Creating and enqueueing runs ----------------------------------------------------------
+
+
+def logs_score(
+    *,
+    principal: Principal,
+    project: Project,
+    scorer_refs: list,
+    ids: list[str] | None = None,
+    filter_text: str | None = None,
+    limit: int | None = None,
+) -> list[ScoringRun]:
+    """Manual scoring: each scorer on the given logs (row ids), or on the `limit` most recent
+    root spans matching the filter ("Score past logs"). The runs are pending; they are enqueued
+    when the transaction commits. Scoring a span again adds a scoring span and updates its score."""
+    refs = scorers.references_clean(scorer_refs, field="scorers")
+    if (ids is None) == (filter_text is None):
+        raise ValidationError("Give either ids (specific logs) or filter (score past logs).", field="ids")
+    live = Span.objects.filter(project=project, deleted=False)
+    if ids is not None:
+        found = {s.row_id: s for s in live.filter(row_id__in=ids)}
+        for i, row_id in enumerate(ids):
+            if row_id not in found:
+                raise ValidationError(f"No log with id {row_id!r} in this project.", field=f"ids[{i}]")
+        spans = [found[row_id] for row_id in dict.fromkeys(ids)]
+    else:
+        roots = live.filter(is_root=True)
+        if filter_text.strip():
+            roots = roots.filter(to_q(filter_text))
+        spans = list(roots.order_by("-created", "-pk")[: limit or settings.SCORING_PAST_LOGS_DEFAULT])
+    now = timezone.now()
+    runs = [
+        ScoringRun(project=project, span=span, scorer=ref, scorer_key=scorers.reference_key(ref),
+                   requested_by=principal.user, requested_by_key=principal.key, created=now, updated=now)
+        for span in spans
+        for ref in refs
+    ]  # fmt: skip
+    with transaction.atomic():
+        ScoringRun.objects.bulk_create(runs)
+        transaction.on_commit(lambda: runs_enqueue([run.pk for run in runs]))
+    return runs
+
+
+def runs_enqueue(run_ids: list[int], *, delay: timedelta | None = None) -> bool:
+    """Queue jobs for these runs, SCORING_JOB_BATCH runs per job. If Redis cannot be reached
+    the runs stay pending and the sweeper enqueues them later; the caller carries on."""
+    from scoring.jobs import score_runs
+
+    size = settings.SCORING_JOB_BATCH
+    chunks = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
+    try:
+        queue = django_rq.get_queue("default", commit_mode="auto")
+        if delay:
+            for chunk in chunks:
+                queue.enqueue_in(delay, score_runs, chunk)
+        else:
+            queue.enqueue_many([queue.prepare_data(score_runs, (chunk,)) for chunk in chunks])
+    except redis.RedisError as exc:
+        logger.warning("Redis unreachable (%s): %d scoring runs stay pending for the sweeper.", exc, len(run_ids))
+        return False
+    return True
+
+
+# --- Running ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Result:
+    run: ScoringRun
+    outcome: scorers.Outcome
+
+
+def runs_execute(*, run_ids: list[int]) -> None:
+    """Claim the pending runs among `run_ids`, score them, and record the results. Runs that
+    another worker holds, or that are finished, are left alone."""
+    token = uuid.uuid4()
+    now = timezone.now()
+    claimed = (
+        ScoringRun.objects.filter(pk__in=run_ids, status=ScoringRun.Status.PENDING)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .update(
+            status=ScoringRun.Status.RUNNING,
+            lease_token=token,
+            lease_expires=now + timedelta(seconds=settings.SCORING_LEASE_SECONDS),
+            attempts=F("attempts") + 1,
+            updated=now,
+        )
+    )
+    if not claimed:
+        return
+    runs = list(
+        ScoringRun.objects.filter(lease_token=token)
+        .select_related("span", "rule", "project__organization", "requested_by", "requested_by_key")
+        .select_related("rule__run_as_user", "rule__run_as_key")
+        .order_by("pk")
+    )
+    lease = _Lease(token)
+    access = _Access()
+    results = []
+    for run in runs:
+        lease.keep()
+        results.append(_Result(run, _score(run, access)))
+    _record(token, results)
+
+
+def _score(run: ScoringRun, access: "_Access") -> scorers.Outcome:
+    span = run.span
+    name = scorers.reference_name(run.scorer)
+    fields = {"input": span.input, "output": span.output, "expected": span.expected, "metadata": span.metadata}
+    if run.attempts > settings.SCORING_MAX_ATTEMPTS:
+        return _failed(name, fields, f"Gave up after {run.attempts - 1} attempts: each time, the worker "
+                                     "running it stopped before finishing.")  # fmt: skip
+    denied = access.denied(run)
+    if denied:
+        return _failed(name, fields, denied)
+    try:
+        scorer = scorers.resolve(run.scorer)
+    except scorers.ScorerError as exc:
+        return _failed(name, fields, str(exc))
+    return scorers.run(scorer, fields)
+
+
+def _failed(name: str, fields: dict, message: str) -> scorers.Outcome:
+    now = timezone.now().timestamp()
+    return scorers.Outcome(scorer=name, input=fields, error=message, start=now, end=now)
+
+
+class _Access:
+    """Whom a run runs as, and whether they may still read and write the span's logs: checked
+    when the run runs, since rights can be taken away after the rule was made. Cached per batch."""
+
+    def __init__(self):
+        self._cache: dict[tuple, str | None] = {}
+
+    def denied(self, run: ScoringRun) -> str | None:
+        rule = run.rule
+        user, key = (rule.run_as_user, rule.run_as_key) if rule else (run.requested_by, run.requested_by_key)
+        cache_key = (getattr(user, "pk", None), getattr(key, "pk", None), run.project_id)
+        if cache_key not in self._cache:
+            self._cache[cache_key] = self._check(run, user, key)
+        return self._cache[cache_key]
+
+    @staticmethod
+    def _check(run: ScoringRun, user, key) -> str | None:
+        who = f"rule {run.rule.name!r}" if run.rule else "this manual scoring request"
+        project = run.project
+        if user is None:
+            return f"The user {who} ran as was deleted."
+        if key is not None and not key.is_active:
+            return f"The API key {who} runs with ({key.prefix}…) was revoked."
+        role = Membership.objects.filter(organization=project.organization, user=user).values_list("role", flat=True)
+        if not user.is_active or not role:
+            return f"{user.email or user.username}, whom {who} runs as, is no longer an active member of the organization."
+        principal = Principal(key=key, user=user, organization=project.organization, role=role[0])
+        for permission in ("read", "update"):
+            if not has_permission(principal, project, "project_logs", permission):
+                return (f"{user.email or user.username}, whom {who} runs as, no longer has {permission!r} "
+                        f"on the logs of project {project.name!r}.")  # fmt: skip
+        return None
+
+
+class _Lease:
+    """Renews the batch's lease once half of it has passed, so that a long batch is not
+    mistaken for a dead worker."""
+
+    def __init__(self, token: uuid.UUID):
+        self.token = token
+        self.renew_at = timezone.now() + timedelta(seconds=settings.SCORING_LEASE_SECONDS / 2)
+
+    def keep(self) -> None:
+        now = timezone.now()
+        if now < self.renew_at:
+            return
+        ScoringRun.objects.filter(lease_token=self.token, status=ScoringRun.Status.RUNNING).update(
+            lease_expires=now + timedelta(seconds=settings.SCORING_LEASE_SECONDS)
+        )
+        self.renew_at = now + timedelta(seconds=settings.SCORING_LEASE_SECONDS / 2)
+
+
+def _record(token: uuid.UUID, results: list[_Result]) -> None:
+    """In one transaction: the scores and scoring spans of the runs this batch still holds, and
+    their final status (or back to pending, for a transient failure with attempts left)."""
+    now = timezone.now()
+    retry: list[ScoringRun] = []
+    with transaction.atomic():
+        held = set(
+            ScoringRun.objects.select_for_update()
+            .filter(lease_token=token, status=ScoringRun.Status.RUNNING)
+            .values_list("pk", flat=True)
+        )
+        rows: dict[Project, list[dict]] = defaultdict(list)
+        merges: dict[tuple, dict] = {}
+        finished = []
+        for result in results:
+            run, outcome = result.run, result.outcome
+            if run.pk not in held:
+                continue  # the lease ran out and another worker claimed the run
+            if outcome.transient and run.attempts < settings.SCORING_MAX_ATTEMPTS:
+                run.status, run.error, run.lease_token, run.lease_expires = ScoringRun.Status.PENDING, outcome.error, None, None
+                run.not_before = now + _backoff(run.attempts)
+                run.updated = now
+                retry.append(run)
+                continue
+            if run.span.deleted:
+                outcome.error, outcome.scores = "The span was deleted before it could be scored.", {}
+            row = scoring_span_row(run, outcome)
+            rows[run.project].append(row)
+            if outcome.error is None:
+                merges.setdefault((run.project, run.span.row_id), {}).update(outcome.scores)
+            run.status = ScoringRun.Status.ERROR if outcome.error else ScoringRun.Status.DONE
+            run.scores, run.error = (None, outcome.error) if outcome.error else (outcome.scores, "")
+            run.scoring_span_row_id = row["id"]
+            run.lease_token = run.lease_expires = None
+            run.finished = run.updated = now
+            finished.append(run)
+        for (project, row_id), values in merges.items():
+            rows[project].append({"id": row_id, "_is_merge": True, "scores": values})
+        for project, project_rows in rows.items():
+            logs_ingest(principal=None, rows=project_rows, project=project)
+        ScoringRun.objects.bulk_update(
+            finished + retry,
+            ["status", "scores", "error", "scoring_span_row_id", "lease_token", "lease_expires", "not_before",
+             "finished", "updated"],
+        )  # fmt: skip
+    for run in retry:
+        transaction.on_commit(lambda run=run: runs_enqueue([run.pk], delay=run.not_before - now))
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=settings.SCORING_RETRY_BACKOFF_SECONDS * 2 ** (attempts - 1))
+
+
+def scoring_span_row(run: ScoringRun, outcome: scorers.Outcome) -> dict:
+    """The child span that shows a run's details, as a log row. Its id is derived from the run,
+    so writing it again (a retried write) changes nothing."""
+    span = run.span
+    row_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"onlinescore:scoring-run:{run.pk}"))
+    row = {
+        "id": row_id,
+        "span_id": row_id,
+        "root_span_id": span.root_span_id,
+        "span_parents": [span.span_id],
+        "span_attributes": {"name": outcome.scorer, "type": "score", "purpose": "scorer"},
+        "input": outcome.input,
+        "metadata": outcome.metadata or None,
+        "metrics": {"start": outcome.start, "end": outcome.end},
+    }
+    if outcome.error is None:
+        row.update(output=outcome.output, scores=outcome.scores)
+    else:
+        row["error"] = outcome.error
+    return row
+
+
+# --- The sweeper -------------------------------------------------------------------------
+
+
+def runs_sweep(*, now: datetime | None = None) -> dict[str, int]:
+    """Bring back runs no job will finish: those whose worker's lease expired (it died), and
+    pending ones older than the grace period while the queue is empty (their job was never
+    enqueued, or Redis lost it). Safe to run from every worker at once: a run enqueued twice
+    is claimed once."""
+    now = now or timezone.now()
+    expired = list(
+        ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING, lease_expires__lt=now).values_list("pk", flat=True)
+    )
+    reclaimed = ScoringRun.objects.filter(
+        pk__in=expired, status=ScoringRun.Status.RUNNING, lease_expires__lt=now
+    ).update(status=ScoringRun.Status.PENDING, lease_token=None, lease_expires=None, not_before=None, updated=now)
+    stale = []
+    if _queue_is_empty():
+        cutoff = now - timedelta(seconds=settings.SCORING_PENDING_GRACE_SECONDS)
+        stale = list(
+            ScoringRun.objects.filter(status=ScoringRun.Status.PENDING, updated__lt=cutoff)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lt=cutoff))
+            .values_list("pk", flat=True)
+        )
+        ScoringRun.objects.filter(pk__in=stale).update(updated=now)
+    if expired or stale:
+        runs_enqueue(sorted({*expired, *stale}))
+    return {"reclaimed": reclaimed, "requeued": len(stale)}
+
+
+def _queue_is_empty() -> bool:
+    try:
+        return django_rq.get_queue("default").count == 0
+    except redis.RedisError:
+        return False
+
+
+# --- Test rule ---------------------------------------------------------------------------
+
+
+def rule_test(*, project: Project, online: dict, limit: int = 20) -> list[dict]:
+    """What a rule would do with the project's most recent ended spans, without saving
+    anything: the decision steps for each span, and for each span that passes the filter and
+    the selection, its scores from really running the scorers (synchronously, within the
+    SCORING_TEST_RULE_SECONDS budget). Sampling is drawn with a fresh rule id, so it shows the
+    rate at work rather than the exact spans the saved rule will pick."""
+    config = online_config_clean(online)
+    compiled = CompiledRule.of(Rule(project=project, **config))
+    resolved = [(ref, scorers.resolve(ref)) for ref in config["scorers"]]
+    spans = (
+        Span.objects.filter(project=project, deleted=False, ended_at__isnull=False)
+        .filter(Q(span_attributes__purpose__isnull=True) | ~Q(span_attributes__purpose="scorer"))
+        .order_by("-ended_at", "-pk")[:limit]
+    )
+    deadline = timezone.now() + timedelta(seconds=settings.SCORING_TEST_RULE_SECONDS)
+    previews = []
+    for span in spans:
+        row = span_event(span)
+        decision, message = compiled.decide(row)
+        preview: dict[str, Any] = {
+            "id": span.row_id,
+            "span_id": span.span_id,
+            "name": span.name,
+            "matched_filter": decision not in (Decision.FILTERED_OUT, Decision.ERROR),
+            "selected": decision in (Decision.NOT_SAMPLED, Decision.QUEUED),
+            "sampled": decision == Decision.QUEUED,
+        }
+        if message:
+            preview["error"] = message
+        elif preview["selected"]:
+            preview.update(_preview_scores(resolved, row, deadline))
+        previews.append(preview)
+    return previews
+
+
+def _preview_scores(resolved: list, row: dict, deadline: datetime) -> dict:
+    values, errors = {}, []
+    for ref, scorer in resolved:
+        remaining = (deadline - timezone.now()).total_seconds()
+        if remaining <= 0:
+            errors.append(f"{scorer.name}: not run, the preview's time budget ran out.")
+            continue
+        outcome = scorers.run(scorer, row, timeout=min(remaining, settings.SCORING_SCORER_TIMEOUT))
+        if outcome.error:
+            errors.append(f"{scorer.name}: {outcome.error}")
+        else:
+            values.update(outcome.scores)
+    return {"scores": values, **({"error": "; ".join(errors)} if errors else {})}
+
