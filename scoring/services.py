@@ -178,9 +178,10 @@ def runs_enqueue(run_ids: list[int], *, delay: timedelta | None = None) -> bool:
         queue = django_rq.get_queue("default", commit_mode="auto")
         if delay:
             for chunk in chunks:
-                queue.enqueue_in(delay, score_runs, chunk)
+                queue.enqueue_in(delay, score_runs, chunk, result_ttl=0)
         else:
-            queue.enqueue_many([queue.prepare_data(score_runs, (chunk,)) for chunk in chunks])
+            # result_ttl=0: a job's outcome is in its runs' rows; Redis need not keep it.
+            queue.enqueue_many([queue.prepare_data(score_runs, (chunk,), result_ttl=0) for chunk in chunks])
     except redis.RedisError as exc:
         logger.warning("Redis unreachable (%s): %d scoring runs stay pending for the sweeper.", exc, len(run_ids))
         return False
