@@ -349,8 +349,12 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             ["status", "scores", "error", "scoring_span_row_id", "lease_token", "lease_expires", "not_before",
              "finished", "updated"],
         )  # fmt: skip
+    # Committed: schedule the retries, one job per retry time.
+    retry_at = defaultdict(list)
     for run in retry:
-        transaction.on_commit(lambda run=run: runs_enqueue([run.pk], delay=run.not_before - now))
+        retry_at[run.not_before].append(run.pk)
+    for when, run_ids in retry_at.items():
+        runs_enqueue(run_ids, delay=when - now)
 
 
 def _backoff(attempts: int) -> timedelta:
