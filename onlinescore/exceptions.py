@@ -82,7 +82,10 @@ def _first_validation_error(detail: Any, prefix: str = "") -> tuple[str, str]:
     """Flatten a serializer's nested errors to the first (dotted field path, message)."""
     if isinstance(detail, dict):
         for key, value in detail.items():
-            path = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
+            if isinstance(key, int):  # an item of a list field
+                path = f"{prefix}[{key}]"
+            else:
+                path = prefix if key == "non_field_errors" else (f"{prefix}.{key}" if prefix else str(key))
             return _first_validation_error(value, path)
     if isinstance(detail, list) and detail:
         for i, item in enumerate(detail):

@@ -114,7 +114,9 @@ class RuleDetailAPI(RawJSONAPIView):
         return Response(data)
 
     def _rule(self, permission: str) -> Rule:
-        return selectors.rule_get(principal=self.request.auth, rule_id=self.kwargs["rule_id"], permission=permission)
+        return selectors.rule_get(
+            principal=self.request.auth, rule_id=self.kwargs["rule_id"], permission=permission
+        )
 
 
 class RuleTestAPI(RawJSONAPIView):
@@ -126,7 +128,10 @@ class RuleTestAPI(RawJSONAPIView):
         """Preview a rule on the most recent ended spans. Nothing is saved."""
         data = validated(RuleTestSerializer, self.body())
         project = project_get(
-            principal=request.auth, project_id=data["project_id"], object_type="project_logs", permission="read"
+            principal=request.auth,
+            project_id=data["project_id"],
+            object_type="project_logs",
+            permission="read",
         )
         results = services.rule_test(project=project, online=data["config"]["online"], limit=data["limit"])
         return Response({"results": results})
@@ -169,7 +174,11 @@ class ScoringStateAPI(ProjectScopedAPIView):
         responses={
             200: inline_serializer(
                 "ScoringState",
-                {"id": serializers.CharField(), "rules": serializers.ListField(), "manual_runs": serializers.ListField()},
+                {
+                    "id": serializers.CharField(),
+                    "rules": serializers.ListField(),
+                    "manual_runs": serializers.ListField(),
+                },
             )
         },
     )

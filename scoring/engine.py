@@ -103,12 +103,19 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
                 )  # fmt: skip
         records.append(
             SpanDecisions(
-                span=e.span, project_id=e.span.project_id, ended_at=e.ended_at, decisions=decisions, errors=errors
+                span=e.span,
+                project_id=e.span.project_id,
+                ended_at=e.ended_at,
+                decisions=decisions,
+                errors=errors,
             )
         )
     # A span deleted and logged again ends again: it is a new span, with new decisions.
     SpanDecisions.objects.bulk_create(
-        records, update_conflicts=True, unique_fields=["span"], update_fields=["ended_at", "decisions", "errors"]
+        records,
+        update_conflicts=True,
+        unique_fields=["span"],
+        update_fields=["ended_at", "decisions", "errors"],
     )
     if runs:
         # A span deleted and logged again may have runs from its first life: keep those.

@@ -40,7 +40,9 @@ class Rule(models.Model):
     updated = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["project", "name"], name="rule_name_unique_in_project")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="rule_name_unique_in_project")
+        ]
         indexes = [models.Index(fields=["project", "enabled"])]
         ordering = ["project", "name"]
 

@@ -4,18 +4,18 @@ import uuid
 from collections import defaultdict
 
 from django.db.models import CharField, Count, Min, Q, QuerySet, Subquery
-from django.db.models.functions import Cast
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from onlinescore.exceptions import NotFound
 from projects.auth import Principal, has_permission
 from projects.models import Project, Span
 from projects.selectors import logs_fetch, project_get, project_list
-from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
-from scoring.scorers import reference_name as scorer_reference_name
 from scoring.btql.q import order_expression, to_q
 from scoring.btql.query import parse_query
+from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
+from scoring.scorers import reference_name as scorer_reference_name
 
 
 def logs_search(
@@ -51,7 +51,9 @@ def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | Non
 def rule_list(*, principal: Principal, project_id=None, name: str | None = None) -> QuerySet[Rule]:
     """The rules of one project, or of every project the principal may read."""
     if project_id is not None:
-        project = project_get(principal=principal, project_id=project_id, object_type="project", permission="read")
+        project = project_get(
+            principal=principal, project_id=project_id, object_type="project", permission="read"
+        )
         rules = Rule.objects.filter(project=project)
     else:
         rules = Rule.objects.filter(project__in=project_list(principal=principal))
@@ -66,7 +68,11 @@ def rule_get(*, principal: Principal, rule_id, permission: str) -> Rule:
         pk = uuid.UUID(str(rule_id))
     except ValueError:
         raise NotFound(f"Rule {rule_id} not found.") from None
-    rule = Rule.objects.select_related("project").filter(pk=pk, project__organization=principal.organization).first()
+    rule = (
+        Rule.objects.select_related("project")
+        .filter(pk=pk, project__organization=principal.organization)
+        .first()
+    )
     if rule is None:
         raise NotFound(f"Rule {rule_id} not found.")
     project_get(principal=principal, project_id=rule.project_id, object_type="project", permission=permission)
@@ -116,7 +122,9 @@ _EXPLANATIONS = {
 }
 
 
-def _rule_decision(rule: Rule, span: Span, record, runs: list[ScoringRun], is_scorer: bool) -> tuple[str, str]:
+def _rule_decision(
+    rule: Rule, span: Span, record, runs: list[ScoringRun], is_scorer: bool
+) -> tuple[str, str]:
     if is_scorer:
         return "not_evaluated", "Scoring spans are never scored."
     if span.ended_at is None:

@@ -44,9 +44,13 @@ _REFERENCE = '{"type": "global", "name": "ExactMatch"} or {"type": "function", "
 class OnlineConfigSerializer(serializers.Serializer):
     sampling_rate = serializers.FloatField(min_value=0, max_value=1, required=False, help_text="0 to 1")
     scorers = serializers.ListField(child=serializers.DictField(help_text=_REFERENCE), required=False)
-    btql_filter = serializers.CharField(required=False, allow_null=True, allow_blank=True, trim_whitespace=False)
+    btql_filter = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, trim_whitespace=False
+    )
     apply_to_root_span = serializers.BooleanField(required=False, allow_null=True)
-    apply_to_span_names = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True)
+    apply_to_span_names = serializers.ListField(
+        child=serializers.CharField(), required=False, allow_null=True
+    )
     enabled = serializers.BooleanField(required=False, allow_null=True)
     sample_by = serializers.ChoiceField(choices=["span", "trace"], required=False, allow_null=True)
 

@@ -51,18 +51,22 @@ def online_config_clean(online: dict, *, current: dict | None = None) -> dict:
     over the defaults. The filter is compiled and each scorer resolved, so a rule that saves
     can run. Errors name the field (`config.online.<name>`), and BTQL errors their position."""
     config = {**_ONLINE_DEFAULTS, **(current or {})}
-    config.update({k: v for k, v in online.items() if v is not None or k not in _ONLINE_DEFAULTS})
+    # null is Braintrust's "unset": the default (so a PATCH with "btql_filter": null clears it).
+    config.update(
+        {k: _ONLINE_DEFAULTS[k] if v is None and k in _ONLINE_DEFAULTS else v for k, v in online.items()}
+    )
     field = "config.online.{}".format
     for required in ("sampling_rate", "scorers"):
         if config.get(required) is None:
             raise ValidationError(f"{required} is required.", field=field(required))
-    config["btql_filter"] = (config["btql_filter"] or "").strip()
-    if config["btql_filter"]:
+    text = config["btql_filter"] or ""
+    if text.strip():
         try:
-            predicate(config["btql_filter"])
+            predicate(text)  # as sent, so that an error's line and column point into it
         except BTQLError as exc:
             exc.details["field"] = field("btql_filter")
             raise
+    config["btql_filter"] = text.strip()
     config["scorers"] = scorers.references_clean(config["scorers"], field=field("scorers"))
     names = config["apply_to_span_names"] or []
     if any(not isinstance(n, str) or not n.strip() for n in names):
@@ -119,7 +123,9 @@ def _rule_save(rule: Rule) -> Rule:
             rule.save()
     except IntegrityError:
         if Rule.objects.filter(project=rule.project_id, name=rule.name).exclude(pk=rule.pk).exists():
-            raise ValidationError(f"This project already has a rule named {rule.name!r}.", field="name") from None
+            raise ValidationError(
+                f"This project already has a rule named {rule.name!r}.", field="name"
+            ) from None
         raise
     return rule
 
@@ -183,7 +189,9 @@ def runs_enqueue(run_ids: list[int], *, delay: timedelta | None = None) -> bool:
             # result_ttl=0: a job's outcome is in its runs' rows; Redis need not keep it.
             queue.enqueue_many([queue.prepare_data(score_runs, (chunk,), result_ttl=0) for chunk in chunks])
     except redis.RedisError as exc:
-        logger.warning("Redis unreachable (%s): %d scoring runs stay pending for the sweeper.", exc, len(run_ids))
+        logger.warning(
+            "Redis unreachable (%s): %d scoring runs stay pending for the sweeper.", exc, len(run_ids)
+        )
         return False
     return True
 
@@ -233,7 +241,12 @@ def runs_execute(*, run_ids: list[int]) -> None:
 def _score(run: ScoringRun, access: "_Access") -> scorers.Outcome:
     span = run.span
     name = scorers.reference_name(run.scorer)
-    fields = {"input": span.input, "output": span.output, "expected": span.expected, "metadata": span.metadata}
+    fields = {
+        "input": span.input,
+        "output": span.output,
+        "expected": span.expected,
+        "metadata": span.metadata,
+    }
     if run.attempts > settings.SCORING_MAX_ATTEMPTS:
         return _failed(name, fields, f"Gave up after {run.attempts - 1} attempts: each time, the worker "
                                      "running it stopped before finishing.")  # fmt: skip
@@ -275,7 +288,9 @@ class _Access:
             return f"The user {who} ran as was deleted."
         if key is not None and not key.is_active:
             return f"The API key {who} runs with ({key.prefix}…) was revoked."
-        role = Membership.objects.filter(organization=project.organization, user=user).values_list("role", flat=True)
+        role = Membership.objects.filter(organization=project.organization, user=user).values_list(
+            "role", flat=True
+        )
         if not user.is_active or not role:
             return f"{user.email or user.username}, whom {who} runs as, is no longer an active member of the organization."
         principal = Principal(key=key, user=user, organization=project.organization, role=role[0])
@@ -323,7 +338,12 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             if run.pk not in held:
                 continue  # the lease ran out and another worker claimed the run
             if outcome.transient and run.attempts < settings.SCORING_MAX_ATTEMPTS:
-                run.status, run.error, run.lease_token, run.lease_expires = ScoringRun.Status.PENDING, outcome.error, None, None
+                run.status, run.error, run.lease_token, run.lease_expires = (
+                    ScoringRun.Status.PENDING,
+                    outcome.error,
+                    None,
+                    None,
+                )
                 run.not_before = now + _backoff(run.attempts)
                 run.updated = now
                 retry.append(run)
@@ -393,11 +413,15 @@ def runs_sweep(*, now: datetime | None = None) -> dict[str, int]:
     is claimed once."""
     now = now or timezone.now()
     expired = list(
-        ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING, lease_expires__lt=now).values_list("pk", flat=True)
+        ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING, lease_expires__lt=now).values_list(
+            "pk", flat=True
+        )
     )
     reclaimed = ScoringRun.objects.filter(
         pk__in=expired, status=ScoringRun.Status.RUNNING, lease_expires__lt=now
-    ).update(status=ScoringRun.Status.PENDING, lease_token=None, lease_expires=None, not_before=None, updated=now)
+    ).update(
+        status=ScoringRun.Status.PENDING, lease_token=None, lease_expires=None, not_before=None, updated=now
+    )
     stale = []
     if _queue_is_empty():
         cutoff = now - timedelta(seconds=settings.SCORING_PENDING_GRACE_SECONDS)
@@ -430,7 +454,7 @@ def rule_test(*, project: Project, online: dict, limit: int = 20) -> list[dict]:
     rate at work rather than the exact spans the saved rule will pick."""
     config = online_config_clean(online)
     compiled = CompiledRule.of(Rule(project=project, **config))
-    resolved = [(ref, scorers.resolve(ref)) for ref in config["scorers"]]
+    resolved = [scorers.resolve(ref) for ref in config["scorers"]]
     spans = (
         Span.objects.filter(project=project, deleted=False, ended_at__isnull=False)
         .filter(Q(span_attributes__purpose__isnull=True) | ~Q(span_attributes__purpose="scorer"))
@@ -459,7 +483,7 @@ def rule_test(*, project: Project, online: dict, limit: int = 20) -> list[dict]:
 
 def _preview_scores(resolved: list, row: dict, deadline: datetime) -> dict:
     values, errors = {}, []
-    for ref, scorer in resolved:
+    for scorer in resolved:
         remaining = (deadline - timezone.now()).total_seconds()
         if remaining <= 0:
             errors.append(f"{scorer.name}: not run, the preview's time budget ran out.")
@@ -470,4 +494,3 @@ def _preview_scores(resolved: list, row: dict, deadline: datetime) -> dict:
         else:
             values.update(outcome.scores)
     return {"scores": values, **({"error": "; ".join(errors)} if errors else {})}
-

@@ -149,6 +149,7 @@ LOGGING = {
 # of each request is used (it is what /api/apikey/login hands to the SDK).
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")
 
+
 # Online scoring (see docs/operations.md). Each can be set in the environment.
 def _env_number(name: str, default, kind=float):
     return kind(os.environ.get(name, default))

@@ -166,7 +166,9 @@ def _one_score(item: Any, default_name: str | None) -> tuple[str, float | None, 
     if isinstance(item, dict):
         unknown = sorted(set(item) - {"score", "name", "metadata"})
         if "score" not in item or unknown:
-            raise ScorerError(f"The scorer returned {_preview(item)}: a score object has 'score', 'name', 'metadata'.")
+            raise ScorerError(
+                f"The scorer returned {_preview(item)}: a score object has 'score', 'name', 'metadata'."
+            )
         value, name, meta = item["score"], item.get("name"), item.get("metadata")
     elif hasattr(item, "score") and not isinstance(item, (int, float, str)):
         value, name, meta = item.score, getattr(item, "name", None), getattr(item, "metadata", None)

@@ -19,7 +19,9 @@ def rule_body(project, *, name="rule", description=None, **online) -> dict:
         "project_id": str(project.pk),
         "name": name,
         "score_type": "online",
-        "config": {"online": {"sampling_rate": 1, "scorers": [{"type": "global", "name": "ExactMatch"}], **online}},
+        "config": {
+            "online": {"sampling_rate": 1, "scorers": [{"type": "global", "name": "ExactMatch"}], **online}
+        },
     }
     if description is not None:
         body["description"] = description

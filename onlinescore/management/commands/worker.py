@@ -14,7 +14,9 @@ class Command(BaseCommand):
     help = "Run an RQ worker on the onlinescore queues (the one `make run` starts), with the scoring sweeper."
 
     def add_arguments(self, parser):
-        parser.add_argument("--burst", action="store_true", help="Exit when the queues are empty (no sweeper).")
+        parser.add_argument(
+            "--burst", action="store_true", help="Exit when the queues are empty (no sweeper)."
+        )
 
     def handle(self, *args, burst=False, **options):
         import django_rq
