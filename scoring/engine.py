@@ -110,7 +110,10 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
                 errors=errors,
             )
         )
-    # A span deleted and logged again ends again: it is a new span, with new decisions.
+    # A span deleted and logged again ends again: it is a new span, with new decisions. It may
+    # even end twice in one write: the last end decides, and a scorer runs once.
+    records = list({record.span_id: record for record in records}.values())
+    runs = list({(r.span_id, r.rule_id, r.scorer_key): r for r in runs}.values())
     SpanDecisions.objects.bulk_create(
         records,
         update_conflicts=True,

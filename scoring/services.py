@@ -330,6 +330,13 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             .filter(lease_token=token, status=ScoringRun.Status.RUNNING)
             .values_list("pk", flat=True)
         )
+        # Read now, not when the runs were claimed: a span deleted meanwhile must not get a
+        # score, which would log it again as a new row.
+        deleted = set(
+            Span.objects.filter(pk__in={r.run.span_id for r in results}, deleted=True).values_list(
+                "pk", flat=True
+            )
+        )
         rows: dict[Project, list[dict]] = defaultdict(list)
         merges: dict[tuple, dict] = {}
         finished = []
@@ -348,7 +355,7 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
                 run.updated = now
                 retry.append(run)
                 continue
-            if run.span.deleted:
+            if run.span_id in deleted:
                 outcome.error, outcome.scores = "The span was deleted before it could be scored.", {}
             row = scoring_span_row(run, outcome)
             rows[run.project].append(row)
