@@ -120,16 +120,26 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
         unique_fields=["span"],
         update_fields=["ended_at", "decisions", "errors"],
     )
+    restarted = []
     if runs:
-        # A span deleted and logged again may have runs from its first life: keep those.
-        existing = set(
-            ScoringRun.objects.filter(span__in={run.span_id for run in runs}, rule__isnull=False).values_list(
-                "span_id", "rule_id", "scorer_key"
-            )
-        )
+        # A span deleted and logged again is a new span: the runs of its first life start over,
+        # so that it keeps one run (and one score) per rule and scorer.
+        existing = {
+            (span_id, rule_id, scorer_key): pk
+            for pk, span_id, rule_id, scorer_key in ScoringRun.objects.filter(
+                span__in={run.span_id for run in runs}, rule__isnull=False
+            ).values_list("pk", "span_id", "rule_id", "scorer_key")
+        }
+        restarted = [pk for r in runs if (pk := existing.get((r.span_id, r.rule_id, r.scorer_key)))]
+        if restarted:
+            # A worker still holding one of them loses its lease: its result is not recorded.
+            ScoringRun.objects.filter(pk__in=restarted).update(
+                status=ScoringRun.Status.PENDING, attempts=0, scores=None, error="", scoring_span_row_id="",
+                not_before=None, lease_token=None, lease_expires=None, finished=None, created=now, updated=now,
+            )  # fmt: skip
         runs = [r for r in runs if (r.span_id, r.rule_id, r.scorer_key) not in existing]
         ScoringRun.objects.bulk_create(runs)
-    run_ids = [run.pk for run in runs]
+    run_ids = [run.pk for run in runs] + restarted
     if run_ids:
         from scoring.services import runs_enqueue
 

@@ -142,6 +142,10 @@ class ScoringStateQuerySerializer(serializers.Serializer):
     id = serializers.CharField(help_text="The row id of the span")
 
 
+# 500 ids of 7 digits, URL-encoded, fit the request line gunicorn accepts (see serve.web_command).
+RUNS_PER_REQUEST = 500
+
+
 class RunListQuerySerializer(serializers.Serializer):
     ids = serializers.CharField(help_text="Comma-separated scoring run ids")
 
@@ -150,6 +154,6 @@ class RunListQuerySerializer(serializers.Serializer):
             ids = [int(part) for part in value.split(",") if part.strip()]
         except ValueError:
             raise serializers.ValidationError("ids are comma-separated integers.") from None
-        if not ids or len(ids) > 1000:
-            raise serializers.ValidationError("Give between 1 and 1000 ids.")
+        if not ids or len(ids) > RUNS_PER_REQUEST:
+            raise serializers.ValidationError(f"Give between 1 and {RUNS_PER_REQUEST} ids.")
         return ids

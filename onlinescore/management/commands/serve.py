@@ -15,10 +15,11 @@ from projects.services import instance_bootstrap
 def web_command(host: str, port: int) -> list[str]:
     """The web server as `serve` runs it: gunicorn, WEB_CONCURRENCY processes of 4 threads.
 
-    No control socket: its default path is per user, so two instances would contend for it."""
+    No control socket: its default path is per user, so two instances would contend for it.
+    Request lines up to gunicorn's largest, 8190 bytes: `GET /v1/scoring_runs?ids=` lists ids."""
     return [sys.executable, "-m", "gunicorn", "onlinescore.wsgi", "--bind", f"{host}:{port}",
             "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4",
-            "--access-logfile", "-", "--no-control-socket"]  # fmt: skip
+            "--access-logfile", "-", "--no-control-socket", "--limit-request-line", "8190"]  # fmt: skip
 
 
 class Command(BaseCommand):

@@ -1,5 +1,6 @@
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -7,7 +8,7 @@ from django.db import close_old_connections
 
 from onlinescore.rq import embedded_redis
 
-logger = logging.getLogger("scoring.sweeper")
+logger = logging.getLogger("scoring.worker")
 
 
 class Command(BaseCommand):
@@ -24,11 +25,27 @@ class Command(BaseCommand):
 
         # SimpleWorker runs jobs in this process instead of forking one per job: about five times
         # the throughput for the short jobs onlinescore runs (see the README's Performance section).
-        worker = django_rq.get_worker("default", worker_class=SimpleWorker)
         with embedded_redis():
+            worker = _worker_when_redis_answers(
+                lambda: django_rq.get_worker("default", worker_class=SimpleWorker)
+            )
             if not burst:
                 threading.Thread(target=_sweep_forever, name="scoring-sweeper", daemon=True).start()
             worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO")
+
+
+def _worker_when_redis_answers(make_worker):
+    """A worker starting while Redis is down (a restart, a deploy) waits for it rather than exit."""
+    import redis
+
+    delay = 1.0
+    while True:
+        try:
+            return make_worker()
+        except redis.ConnectionError as exc:
+            logger.warning("Redis does not answer (%s); trying again in %.0f s.", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30)
 
 
 def _sweep_forever() -> None:
