@@ -171,6 +171,15 @@ SCORING_RETRY_BACKOFF_SECONDS = _env_number("SCORING_RETRY_BACKOFF_SECONDS", 2)
 # Time limit of one scorer call that does I/O or runs user code, and threads for such calls.
 SCORING_SCORER_TIMEOUT = _env_number("SCORING_SCORER_TIMEOUT", 30)
 SCORING_POOL_SIZE = _env_number("SCORING_POOL_SIZE", 8, int)
+# Custom scorers run in sandbox processes (scoring/scorers/sandbox): per call, a wall-clock
+# limit; per process, CPU seconds in its life (it is replaced at half), writable memory (Node.js
+# gets twice this: V8 needs room beside its heap), and the largest answer; warm processes kept
+# per runtime and organization.
+SCORING_SANDBOX_TIMEOUT = _env_number("SCORING_SANDBOX_TIMEOUT", 5)
+SCORING_SANDBOX_CPU_SECONDS = _env_number("SCORING_SANDBOX_CPU_SECONDS", 60, int)
+SCORING_SANDBOX_MEMORY_MB = _env_number("SCORING_SANDBOX_MEMORY_MB", 512, int)
+SCORING_SANDBOX_OUTPUT_BYTES = _env_number("SCORING_SANDBOX_OUTPUT_BYTES", 1024 * 1024, int)
+SCORING_SANDBOX_POOL_SIZE = _env_number("SCORING_SANDBOX_POOL_SIZE", 4, int)
 # Test rule scores synchronously, in the request: its whole time budget.
 SCORING_TEST_RULE_SECONDS = _env_number("SCORING_TEST_RULE_SECONDS", 20)
 # "Score past logs": the default number of most recent matching logs, and the most allowed.

