@@ -96,6 +96,17 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
         return f'{self.keyword} realm="api"'
 
 
+def principal_of(user: User | None, key: APIKey | None, organization: Organization) -> Principal | None:
+    """Whom something made earlier (a rule, a scoring request) acts as now: None if the user is
+    gone, inactive or no longer a member, or the key was revoked."""
+    if user is None or not user.is_active or (key is not None and not key.is_active):
+        return None
+    role = (
+        Membership.objects.filter(organization=organization, user=user).values_list("role", flat=True).first()
+    )
+    return None if role is None else Principal(key=key, user=user, organization=organization, role=role)
+
+
 def has_permission(principal: Principal, project: Project, object_type: str, permission: str) -> bool:
     if project.organization_id != principal.organization.pk:
         return False

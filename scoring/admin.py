@@ -26,7 +26,10 @@ class RuleForm(forms.ModelForm):
         data = super().clean()
         online = {key: data.get(key) for key in services.rule_online_config(Rule()) if key in data}
         try:
-            data.update(services.online_config_clean(online))
+            project = data.get("project")
+            data.update(
+                services.online_config_clean(online, organization=project.organization if project else None)
+            )
         except ValidationError as exc:
             field = str(exc.details.get("field", "")).removeprefix("config.online.").split("[")[0]
             self.add_error(field if field in self.fields else None, exc.message)

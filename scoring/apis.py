@@ -1,19 +1,27 @@
 """The scoring API: logs fetch and POST /btql, online scoring rules (Braintrust's project
 scores), Test rule, manual scoring, scoring runs and the "why is there no score?" state."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from onlinescore.exceptions import Forbidden
 from projects.apis import ProjectScopedAPIView, RawJSONAPIView, validated
 from projects.selectors import project_get
 from scoring import selectors, services
-from scoring.models import Rule
+from scoring.models import Function, LLMEndpoint, Rule
+from scoring.scorers import builtin, llm
 from scoring.serializers import (
     BTQLResultSerializer,
     BTQLSerializer,
     FetchResultSerializer,
     FetchSerializer,
+    FunctionInvokeSerializer,
+    FunctionListQuerySerializer,
+    FunctionPatchSerializer,
+    FunctionWriteSerializer,
+    LLMEndpointSerializer,
     RuleListQuerySerializer,
     RulePatchSerializer,
     RuleSerializer,
@@ -133,7 +141,9 @@ class RuleTestAPI(RawJSONAPIView):
             object_type="project_logs",
             permission="read",
         )
-        results = services.rule_test(project=project, online=data["config"]["online"], limit=data["limit"])
+        results = services.rule_test(
+            principal=request.auth, project=project, online=data["config"]["online"], limit=data["limit"]
+        )
         return Response({"results": results})
 
 
@@ -197,3 +207,117 @@ class ScoringRunsAPI(RawJSONAPIView):
         params = validated(RunListQuerySerializer, request.query_params.dict())
         runs = selectors.runs_get(principal=request.auth, run_ids=params["ids"])
         return Response({"objects": [selectors.run_summary(run) for run in runs]})
+
+
+# --- Scorers ---------------------------------------------------------------------------------
+
+
+class ScorerCatalogueAPI(RawJSONAPIView):
+    @extend_schema(responses={200: inline_serializer("Scorers", {"objects": serializers.ListField()})})
+    def get(self, request):
+        """The built-in scorers: their names, the span fields they need, and whether they call an LLM."""
+        return Response(
+            {
+                "objects": builtin.catalogue(),
+                "llm_endpoint_configured": llm.endpoint_for(request.auth.organization) is not None,
+            }
+        )
+
+
+class FunctionListCreateAPI(RawJSONAPIView):
+    @extend_schema(
+        operation_id="function_list", parameters=[FunctionListQuerySerializer], responses={200: OpenApiTypes.OBJECT}
+    )
+    def get(self, request):
+        params = validated(FunctionListQuerySerializer, request.query_params.dict())
+        functions = selectors.function_list(
+            principal=request.auth, project_id=params.get("project_id"), slug=params.get("slug"),
+            name=params.get("function_name"),
+        )  # fmt: skip
+        return Response({"objects": [selectors.function_event(f) for f in functions]})
+
+    @extend_schema(request=FunctionWriteSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request):
+        """Create a scorer. As in Braintrust, a function with this slug in the project is
+        returned unchanged (PATCH makes a new version)."""
+        data = validated(FunctionWriteSerializer, self.body())
+        project = project_get(
+            principal=request.auth, project_id=data["project_id"], object_type="project", permission="update"
+        )
+        function = Function.objects.filter(project=project, slug=data["slug"]).first() or services.function_create(
+            principal=request.auth, project=project, name=data["name"], slug=data["slug"],
+            description=data.get("description") or "", function_data=data["function_data"],
+            prompt_data=data.get("prompt_data"),
+        )  # fmt: skip
+        return Response(selectors.function_event(function))
+
+
+class FunctionDetailAPI(RawJSONAPIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, function_id):
+        return Response(selectors.function_event(self._function("read")))
+
+    @extend_schema(request=FunctionPatchSerializer, responses={200: OpenApiTypes.OBJECT})
+    def patch(self, request, function_id):
+        data = validated(FunctionPatchSerializer, self.body())
+        function = services.function_update(principal=request.auth, function=self._function("update"), **data)
+        return Response(selectors.function_event(function))
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def delete(self, request, function_id):
+        function = self._function("update")
+        event = selectors.function_event(function)
+        services.function_delete(function=function)
+        return Response(event)
+
+    def _function(self, permission: str) -> Function:
+        return selectors.function_get(
+            principal=self.request.auth, function_id=self.kwargs["function_id"], permission=permission
+        )
+
+
+class FunctionInvokeAPI(RawJSONAPIView):
+    @extend_schema(request=FunctionInvokeSerializer, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, function_id):
+        """Try a scorer on sample values, through the same sandbox or LLM call as live runs."""
+        data = validated(FunctionInvokeSerializer, self.body(allow_empty=True))
+        function = selectors.function_get(principal=request.auth, function_id=function_id, permission="read")
+        version = data.pop("version", None)
+        arguments = {name: data.get(name) for name in ("input", "output", "expected", "metadata")}
+        return Response(
+            services.function_invoke(
+                principal=request.auth, function=function, arguments=arguments, version=version
+            )
+        )
+
+
+class LLMEndpointAPI(RawJSONAPIView):
+    """The organization's OpenAI-compatible endpoint for LLM-backed scorers. Owners only; the
+    API key is stored encrypted and never returned."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        self._owner()
+        endpoint = LLMEndpoint.objects.filter(organization=request.auth.organization).first()
+        return Response(self._event(endpoint))
+
+    @extend_schema(request=LLMEndpointSerializer, responses={200: OpenApiTypes.OBJECT})
+    def put(self, request):
+        self._owner()
+        data = validated(LLMEndpointSerializer, self.body())
+        endpoint = services.llm_endpoint_set(
+            organization=request.auth.organization, base_url=data["base_url"], default_model=data["default_model"],
+            api_key=data.get("api_key"),
+        )  # fmt: skip
+        return Response(self._event(endpoint))
+
+    def _owner(self) -> None:
+        if not self.request.auth.is_owner:
+            raise Forbidden("Only owners of the organization can see or set its LLM endpoint.")
+
+    @staticmethod
+    def _event(endpoint) -> dict:
+        if endpoint is None:
+            return {"configured": False}
+        return {"configured": True, "base_url": endpoint.base_url, "default_model": endpoint.default_model,
+                "api_key_set": bool(endpoint.api_key_encrypted)}  # fmt: skip

@@ -133,3 +133,64 @@ class ScoringRun(models.Model):
 
     def __str__(self):
         return f"run {self.pk} ({self.scorer_key}, {self.status})"
+
+
+class Function(models.Model):
+    """A project's custom scorer (Braintrust's function with function_type "scorer"): code run
+    in the sandbox, or an LLM-as-a-judge prompt. Every edit makes a new `FunctionVersion`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="functions")
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    function_type = models.CharField(max_length=20, default="scorer")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "slug"], name="function_slug_unique_in_project")
+        ]
+        ordering = ["project", "name"]
+
+    def __str__(self):
+        return self.name
+
+
+class FunctionVersion(models.Model):
+    """One immutable version of a function: what it runs."""
+
+    function = models.ForeignKey(Function, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    function_data = models.JSONField()  # {"type": "code", "data": {...}} or {"type": "prompt"}
+    prompt_data = models.JSONField(null=True, blank=True)  # for prompts: {prompt, options, parser}
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["function", "version"], name="function_version_unique")
+        ]
+        ordering = ["function", "version"]
+
+
+class LLMEndpoint(models.Model):
+    """An organization's OpenAI-compatible endpoint for LLM-backed scorers. The key is stored
+    encrypted (scoring/scorers/llm.py) and never returned."""
+
+    organization = models.OneToOneField(
+        "projects.Organization", primary_key=True, on_delete=models.CASCADE, related_name="llm_endpoint"
+    )
+    base_url = models.URLField(max_length=500)
+    api_key_encrypted = models.TextField(blank=True, default="")
+    default_model = models.CharField(max_length=200)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return self.base_url

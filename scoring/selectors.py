@@ -14,7 +14,7 @@ from projects.models import Project, Span
 from projects.selectors import logs_fetch, project_get, project_list
 from scoring.btql.q import order_expression, to_q
 from scoring.btql.query import parse_query
-from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
+from scoring.models import Decision, Function, Rule, ScoringRun, SpanDecisions
 from scoring.scorers import reference_name as scorer_reference_name
 
 
@@ -209,4 +209,58 @@ def rule_stats(*, rule: Rule) -> dict:
         "errored": per_span.filter(failed__gt=0).count(),
         "pending_runs": unfinished.count(),
         "queue_lag_seconds": (timezone.now() - oldest).total_seconds() if oldest else 0.0,
+    }
+
+
+# --- Custom scorers (functions) --------------------------------------------------------------
+
+
+def function_list(*, principal: Principal, project_id=None, slug: str | None = None, name: str | None = None):
+    if project_id is not None:
+        project = project_get(
+            principal=principal, project_id=project_id, object_type="project", permission="read"
+        )
+        functions = Function.objects.filter(project=project)
+    else:
+        functions = Function.objects.filter(project__in=project_list(principal=principal))
+    if slug is not None:
+        functions = functions.filter(slug=slug)
+    if name is not None:
+        functions = functions.filter(name=name)
+    return functions.select_related("project").order_by("project_id", "name", "pk")
+
+
+def function_get(*, principal: Principal, function_id, permission: str) -> Function:
+    """A function, if the principal has `permission` on its project (404 across organizations)."""
+    try:
+        pk = uuid.UUID(str(function_id))
+    except ValueError:
+        raise NotFound(f"Function {function_id} not found.") from None
+    function = (
+        Function.objects.select_related("project__organization")
+        .filter(pk=pk, project__organization=principal.organization)
+        .first()
+    )
+    if function is None:
+        raise NotFound(f"Function {function_id} not found.")
+    project_get(
+        principal=principal, project_id=function.project_id, object_type="project", permission=permission
+    )
+    return function
+
+
+def function_event(function: Function) -> dict:
+    """A function in Braintrust's shape, with its latest version."""
+    latest = function.versions.order_by("-version").first()
+    return {
+        "id": str(function.pk),
+        "project_id": str(function.project_id),
+        "name": function.name,
+        "slug": function.slug,
+        "description": function.description,
+        "function_type": function.function_type,
+        "function_data": latest.function_data,
+        "prompt_data": latest.prompt_data,
+        "version": latest.version,
+        "created": function.created.isoformat(),
     }

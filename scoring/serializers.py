@@ -157,3 +157,43 @@ class RunListQuerySerializer(serializers.Serializer):
         if not ids or len(ids) > RUNS_PER_REQUEST:
             raise serializers.ValidationError(f"Give between 1 and {RUNS_PER_REQUEST} ids.")
         return ids
+
+
+# --- Custom scorers (functions) and the LLM endpoint ---------------------------------------
+
+
+class FunctionWriteSerializer(serializers.Serializer):
+    project_id = serializers.UUIDField()
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    function_type = serializers.ChoiceField(choices=["scorer"], required=False, default="scorer")
+    function_data = serializers.DictField(help_text='{"type": "code", "data": {...}} or {"type": "prompt"}')
+    prompt_data = serializers.DictField(required=False, allow_null=True)
+
+
+class FunctionPatchSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    function_data = serializers.DictField(required=False)
+    prompt_data = serializers.DictField(required=False)
+
+
+class FunctionListQuerySerializer(serializers.Serializer):
+    project_id = serializers.UUIDField(required=False)
+    slug = serializers.CharField(required=False)
+    function_name = serializers.CharField(required=False)
+
+
+class FunctionInvokeSerializer(serializers.Serializer):
+    input = serializers.JSONField(required=False, allow_null=True)
+    output = serializers.JSONField(required=False, allow_null=True)
+    expected = serializers.JSONField(required=False, allow_null=True)
+    metadata = serializers.JSONField(required=False, allow_null=True)
+    version = serializers.IntegerField(required=False, min_value=1)
+
+
+class LLMEndpointSerializer(serializers.Serializer):
+    base_url = serializers.URLField(max_length=500)
+    api_key = serializers.CharField(required=False, allow_blank=True, write_only=True, trim_whitespace=False)
+    default_model = serializers.CharField(max_length=200)

@@ -22,16 +22,17 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from onlinescore.exceptions import ValidationError
-from projects.auth import Principal, has_permission
+from projects.auth import Principal, has_permission, principal_of
 from projects.ingest.services import logs_ingest
-from projects.models import Membership, Project, Span
+from projects.models import Project, Span
 from projects.selectors import span_event
 from scoring import scorers
 from scoring.btql.errors import BTQLError
 from scoring.btql.predicate import predicate
 from scoring.btql.q import to_q
 from scoring.engine import CompiledRule
-from scoring.models import Decision, Rule, ScoringRun
+from scoring.models import Decision, Function, FunctionVersion, LLMEndpoint, Rule, ScoringRun
+from scoring.scorers import llm
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,13 @@ _ONLINE_DEFAULTS = {
 }
 
 
-def online_config_clean(online: dict, *, current: dict | None = None) -> dict:
+def online_config_clean(
+    online: dict, *, current: dict | None = None, organization=None, principal: Principal | None = None
+) -> dict:
     """A rule's `config.online` made whole and checked: `online` over `current` (a PATCH) or
-    over the defaults. The filter is compiled and each scorer resolved, so a rule that saves
-    can run. Errors name the field (`config.online.<name>`), and BTQL errors their position."""
+    over the defaults. The filter is compiled and each scorer resolved for the organization and
+    the principal the rule runs as, so a rule that saves can run. Errors name the field
+    (`config.online.<name>`), and BTQL errors their position."""
     config = {**_ONLINE_DEFAULTS, **(current or {})}
     # null is Braintrust's "unset": the default (so a PATCH with "btql_filter": null clears it).
     config.update(
@@ -67,7 +71,9 @@ def online_config_clean(online: dict, *, current: dict | None = None) -> dict:
             exc.details["field"] = field("btql_filter")
             raise
     config["btql_filter"] = text.strip()
-    config["scorers"] = scorers.references_clean(config["scorers"], field=field("scorers"))
+    config["scorers"] = scorers.references_clean(
+        config["scorers"], field=field("scorers"), organization=organization, principal=principal
+    )
     names = config["apply_to_span_names"] or []
     if any(not isinstance(n, str) or not n.strip() for n in names):
         raise ValidationError("Span names are non-empty strings.", field=field("apply_to_span_names"))
@@ -85,7 +91,11 @@ def rule_create(
         description=description or "",
         run_as_user=run_as_user,
         run_as_key=run_as_key,
-        **online_config_clean(online),
+        **online_config_clean(
+            online,
+            organization=project.organization,
+            principal=principal_of(run_as_user, run_as_key, project.organization),
+        ),
     )
     return _rule_save(rule)
 
@@ -97,7 +107,12 @@ def rule_update(*, rule: Rule, name: str | None = None, description: str | None 
     if description is not None:
         rule.description = description
     if online:
-        for key, value in online_config_clean(online, current=rule_online_config(rule)).items():
+        organization = rule.project.organization
+        principal = principal_of(rule.run_as_user, rule.run_as_key, organization)
+        config = online_config_clean(
+            online, current=rule_online_config(rule), organization=organization, principal=principal
+        )
+        for key, value in config.items():
             setattr(rule, key, value)
     return _rule_save(rule)
 
@@ -145,7 +160,9 @@ def logs_score(
     """Manual scoring: each scorer on the given logs (row ids), or on the `limit` most recent
     root spans matching the filter ("Score past logs"). The runs are pending; they are enqueued
     when the transaction commits. Scoring a span again adds a scoring span and updates its score."""
-    refs = scorers.references_clean(scorer_refs, field="scorers")
+    refs = scorers.references_clean(
+        scorer_refs, field="scorers", organization=project.organization, principal=principal
+    )
     if (ids is None) == (filter_text is None):
         raise ValidationError("Give either ids (specific logs) or filter (score past logs).", field="ids")
     live = Span.objects.filter(project=project, deleted=False)
@@ -250,11 +267,11 @@ def _score(run: ScoringRun, access: "_Access") -> scorers.Outcome:
     if run.attempts > settings.SCORING_MAX_ATTEMPTS:
         return _failed(name, fields, f"Gave up after {run.attempts - 1} attempts: each time, the worker "
                                      "running it stopped before finishing.")  # fmt: skip
-    denied = access.denied(run)
+    principal, denied = access.principal(run)
     if denied:
         return _failed(name, fields, denied)
     try:
-        scorer = scorers.resolve(run.scorer)
+        scorer = scorers.resolve(run.scorer, organization=run.project.organization, principal=principal)
     except scorers.ScorerError as exc:
         return _failed(name, fields, str(exc))
     return scorers.run(scorer, fields)
@@ -270,9 +287,10 @@ class _Access:
     when the run runs, since rights can be taken away after the rule was made. Cached per batch."""
 
     def __init__(self):
-        self._cache: dict[tuple, str | None] = {}
+        self._cache: dict[tuple, tuple[Principal | None, str | None]] = {}
 
-    def denied(self, run: ScoringRun) -> str | None:
+    def principal(self, run: ScoringRun) -> tuple[Principal | None, str | None]:
+        """(the principal, None), or (None, why the run may not run)."""
         rule = run.rule
         user, key = (rule.run_as_user, rule.run_as_key) if rule else (run.requested_by, run.requested_by_key)
         cache_key = (getattr(user, "pk", None), getattr(key, "pk", None), run.project_id)
@@ -281,24 +299,22 @@ class _Access:
         return self._cache[cache_key]
 
     @staticmethod
-    def _check(run: ScoringRun, user, key) -> str | None:
+    def _check(run: ScoringRun, user, key) -> tuple[Principal | None, str | None]:
         who = f"rule {run.rule.name!r}" if run.rule else "this manual scoring request"
         project = run.project
         if user is None:
-            return f"The user {who} ran as was deleted."
+            return None, f"The user {who} ran as was deleted."
         if key is not None and not key.is_active:
-            return f"The API key {who} runs with ({key.prefix}…) was revoked."
-        role = Membership.objects.filter(organization=project.organization, user=user).values_list(
-            "role", flat=True
-        )
-        if not user.is_active or not role:
-            return f"{user.email or user.username}, whom {who} runs as, is no longer an active member of the organization."
-        principal = Principal(key=key, user=user, organization=project.organization, role=role[0])
+            return None, f"The API key {who} runs with ({key.prefix}…) was revoked."
+        principal = principal_of(user, key, project.organization)
+        name = user.email or user.username
+        if principal is None:
+            return None, f"{name}, whom {who} runs as, is no longer an active member of the organization."
         for permission in ("read", "update"):
             if not has_permission(principal, project, "project_logs", permission):
-                return (f"{user.email or user.username}, whom {who} runs as, no longer has {permission!r} "
-                        f"on the logs of project {project.name!r}.")  # fmt: skip
-        return None
+                return None, (f"{name}, whom {who} runs as, no longer has {permission!r} "
+                              f"on the logs of project {project.name!r}.")  # fmt: skip
+        return principal, None
 
 
 class _Lease:
@@ -401,7 +417,7 @@ def scoring_span_row(run: ScoringRun, outcome: scorers.Outcome) -> dict:
         "span_attributes": {"name": outcome.scorer, "type": "score", "purpose": "scorer"},
         "input": outcome.input,
         "metadata": outcome.metadata or None,
-        "metrics": {"start": outcome.start, "end": outcome.end},
+        "metrics": {**outcome.metrics, "start": outcome.start, "end": outcome.end},
     }
     if outcome.error is None:
         row.update(output=outcome.output, scores=outcome.scores)
@@ -453,15 +469,18 @@ def _queue_is_empty() -> bool:
 # --- Test rule ---------------------------------------------------------------------------
 
 
-def rule_test(*, project: Project, online: dict, limit: int = 20) -> list[dict]:
+def rule_test(*, principal: Principal, project: Project, online: dict, limit: int = 20) -> list[dict]:
     """What a rule would do with the project's most recent ended spans, without saving
     anything: the decision steps for each span, and for each span that passes the filter and
     the selection, its scores from really running the scorers (synchronously, within the
     SCORING_TEST_RULE_SECONDS budget). Sampling is drawn with a fresh rule id, so it shows the
     rate at work rather than the exact spans the saved rule will pick."""
-    config = online_config_clean(online)
+    organization = project.organization
+    config = online_config_clean(online, organization=organization, principal=principal)
     compiled = CompiledRule.of(Rule(project=project, **config))
-    resolved = [scorers.resolve(ref) for ref in config["scorers"]]
+    resolved = [
+        scorers.resolve(ref, organization=organization, principal=principal) for ref in config["scorers"]
+    ]
     spans = (
         Span.objects.filter(project=project, deleted=False, ended_at__isnull=False)
         .filter(Q(span_attributes__purpose__isnull=True) | ~Q(span_attributes__purpose="scorer"))
@@ -501,3 +520,186 @@ def _preview_scores(resolved: list, row: dict, deadline: datetime) -> dict:
         else:
             values.update(outcome.scores)
     return {"scores": values, **({"error": "; ".join(errors)} if errors else {})}
+
+
+# --- Custom scorers (functions) --------------------------------------------------------------
+
+_RUNTIMES = {"python": "python", "node": "node"}
+CODE_MAX_BYTES = 256 * 1024
+
+
+def function_data_clean(function_data: dict, prompt_data: dict | None) -> tuple[dict, dict | None]:
+    """Check what a scorer function runs: inline code (python or node) or an LLM judge prompt."""
+    kind = function_data.get("type")
+    if kind == "code":
+        data = function_data.get("data")
+        if not isinstance(data, dict) or data.get("type") != "inline":
+            raise ValidationError('Code scorers are {"type": "inline", "runtime_context": ..., "code": ...}.',
+                                  field="function_data.data")  # fmt: skip
+        runtime = (data.get("runtime_context") or {}).get("runtime")
+        if runtime not in _RUNTIMES:
+            raise ValidationError(
+                "runtime is python or node.", field="function_data.data.runtime_context.runtime"
+            )
+        code = data.get("code")
+        if not isinstance(code, str) or not code.strip():
+            raise ValidationError("The code is empty.", field="function_data.data.code")
+        if len(code.encode()) > CODE_MAX_BYTES:
+            raise ValidationError(
+                f"The code is over {CODE_MAX_BYTES:,} bytes.", field="function_data.data.code"
+            )
+        if runtime == "python":
+            try:
+                compile(code, "<scorer>", "exec")  # compiling runs nothing
+            except SyntaxError as exc:
+                raise ValidationError(
+                    f"Syntax error: {exc.msg} (line {exc.lineno}).", field="function_data.data.code",
+                    line=exc.lineno, column=exc.offset,
+                ) from None  # fmt: skip
+        version = (data.get("runtime_context") or {}).get("version")
+        clean = {"type": "inline", "runtime_context": {"runtime": runtime, "version": version}, "code": code}
+        if prompt_data is not None:
+            raise ValidationError("A code scorer has no prompt_data.", field="prompt_data")
+        return {"type": "code", "data": clean}, None
+    if kind == "prompt":
+        return {"type": "prompt"}, _prompt_data_clean(prompt_data)
+    raise ValidationError('function_data.type is "code" or "prompt".', field="function_data.type")
+
+
+def _prompt_data_clean(prompt_data: dict | None) -> dict:
+    if not isinstance(prompt_data, dict):
+        raise ValidationError(
+            "An LLM judge needs prompt_data {prompt, options, parser}.", field="prompt_data"
+        )
+    prompt = prompt_data.get("prompt")
+    messages = prompt.get("messages") if isinstance(prompt, dict) else None
+    if (
+        not isinstance(prompt, dict)
+        or prompt.get("type") != "chat"
+        or not isinstance(messages, list)
+        or not messages
+    ):
+        raise ValidationError('prompt is {"type": "chat", "messages": [...]}.', field="prompt_data.prompt")
+    for i, message in enumerate(messages):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ("system", "user", "assistant")
+            or not isinstance(message.get("content"), str)
+        ):
+            raise ValidationError("A message is {role: system|user|assistant, content: text}.",
+                                  field=f"prompt_data.prompt.messages[{i}]")  # fmt: skip
+    options = prompt_data.get("options") or {}
+    if (
+        not isinstance(options, dict)
+        or not isinstance(options.get("model", ""), str)
+        or not isinstance(options.get("params", {}), dict)
+    ):
+        raise ValidationError("options is {model, params}.", field="prompt_data.options")
+    parser = prompt_data.get("parser")
+    if not isinstance(parser, dict) or parser.get("type") != "llm_classifier":
+        raise ValidationError('parser is {"type": "llm_classifier", ...}.', field="prompt_data.parser")
+    choices = parser.get("choice_scores")
+    if (
+        not isinstance(choices, dict)
+        or not choices
+        or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1
+            for v in choices.values()
+        )
+    ):
+        raise ValidationError("choice_scores maps each choice to a score between 0 and 1.",
+                              field="prompt_data.parser.choice_scores")  # fmt: skip
+    return {
+        "prompt": {
+            "type": "chat",
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        },
+        "options": options,
+        "parser": {
+            "type": "llm_classifier",
+            "use_cot": bool(parser.get("use_cot", True)),
+            "choice_scores": choices,
+        },
+    }
+
+
+def function_create(*, principal: Principal, project: Project, name: str, slug: str, description: str,
+                    function_data: dict, prompt_data: dict | None) -> Function:  # fmt: skip
+    function_data, prompt_data = function_data_clean(function_data, prompt_data)
+    with transaction.atomic():
+        function = Function.objects.create(
+            project=project,
+            name=name.strip(),
+            slug=slug,
+            description=description or "",
+            created_by=principal.user,
+        )
+        FunctionVersion.objects.create(
+            function=function, version=1, function_data=function_data, prompt_data=prompt_data,
+            created_by=principal.user,
+        )  # fmt: skip
+    return function
+
+
+def function_update(*, principal: Principal, function: Function, name: str | None = None,
+                    description: str | None = None, function_data: dict | None = None,
+                    prompt_data: dict | None = None) -> Function:  # fmt: skip
+    """Rename or describe a function, or give it a new version: versions never change."""
+    with transaction.atomic():
+        function = Function.objects.select_for_update().get(pk=function.pk)
+        if name is not None:
+            function.name = name.strip()
+        if description is not None:
+            function.description = description
+        function.save()
+        if function_data is not None or prompt_data is not None:
+            latest = function.versions.order_by("-version").first()
+            data, prompt = function_data_clean(
+                function_data if function_data is not None else latest.function_data,
+                prompt_data if prompt_data is not None else latest.prompt_data,
+            )
+            if (data, prompt) != (latest.function_data, latest.prompt_data):
+                FunctionVersion.objects.create(
+                    function=function, version=latest.version + 1, function_data=data, prompt_data=prompt,
+                    created_by=principal.user,
+                )  # fmt: skip
+    return function
+
+
+def function_delete(*, function: Function) -> None:
+    function.delete()
+
+
+def function_invoke(
+    *, principal: Principal, function: Function, arguments: dict, version: int | None
+) -> dict:
+    """Run a scorer function on the given input, output, expected and metadata, through the
+    same code as live runs: {"scores", "metadata", "metrics", "error"}."""
+    ref = {
+        "type": "function",
+        "id": str(function.pk),
+        **({"version": version} if version is not None else {}),
+    }
+    try:
+        scorer = scorers.resolve(ref, organization=function.project.organization, principal=principal)
+    except scorers.ScorerError as exc:
+        raise ValidationError(str(exc), field="version" if version is not None else None) from None
+    outcome = scorers.run(scorer, arguments)
+    return {
+        "scores": outcome.scores,
+        "metadata": outcome.metadata,
+        "metrics": outcome.metrics,
+        "error": outcome.error,
+    }
+
+
+def llm_endpoint_set(*, organization, base_url: str, default_model: str, api_key: str | None) -> LLMEndpoint:
+    """Set the organization's LLM endpoint; `api_key` None keeps the stored one."""
+    endpoint = LLMEndpoint.objects.filter(organization=organization).first() or LLMEndpoint(
+        organization=organization
+    )
+    endpoint.base_url, endpoint.default_model = base_url, default_model
+    if api_key is not None:
+        endpoint.api_key_encrypted = llm.encrypt(api_key)
+    endpoint.save()
+    return endpoint

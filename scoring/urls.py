@@ -12,4 +12,9 @@ urlpatterns = [
     path("v1/project_score/<str:rule_id>", apis.RuleDetailAPI.as_view()),
     path("v1/project_score/<str:rule_id>/stats", apis.RuleStatsAPI.as_view()),
     path("v1/scoring_runs", apis.ScoringRunsAPI.as_view()),
+    path("v1/scorers", apis.ScorerCatalogueAPI.as_view()),
+    path("v1/function", apis.FunctionListCreateAPI.as_view()),
+    path("v1/function/<str:function_id>", apis.FunctionDetailAPI.as_view()),
+    path("v1/function/<str:function_id>/invoke", apis.FunctionInvokeAPI.as_view()),
+    path("v1/llm_endpoint", apis.LLMEndpointAPI.as_view()),
 ]

@@ -180,6 +180,17 @@ SCORING_SANDBOX_CPU_SECONDS = _env_number("SCORING_SANDBOX_CPU_SECONDS", 60, int
 SCORING_SANDBOX_MEMORY_MB = _env_number("SCORING_SANDBOX_MEMORY_MB", 512, int)
 SCORING_SANDBOX_OUTPUT_BYTES = _env_number("SCORING_SANDBOX_OUTPUT_BYTES", 1024 * 1024, int)
 SCORING_SANDBOX_POOL_SIZE = _env_number("SCORING_SANDBOX_POOL_SIZE", 4, int)
+# LLM-backed scorers: one attempt per call within this time (the run retries transient failures),
+# the model when neither the scorer nor the organization's endpoint names one, and the price per
+# million tokens (input, output) used for a judge's estimated_cost.
+SCORING_LLM_TIMEOUT = _env_number("SCORING_LLM_TIMEOUT", 30)
+SCORING_LLM_DEFAULT_MODEL = os.environ.get("SCORING_LLM_DEFAULT_MODEL", "gpt-4o-mini")
+SCORING_LLM_PRICES = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+}
 # Test rule scores synchronously, in the request: its whole time budget.
 SCORING_TEST_RULE_SECONDS = _env_number("SCORING_TEST_RULE_SECONDS", 20)
 # "Score past logs": the default number of most recent matching logs, and the most allowed.

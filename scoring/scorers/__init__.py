@@ -49,6 +49,7 @@ class Outcome:
     input: dict
     scores: dict[str, float | None] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # of the scorer's own work (LLM tokens, cost)
     error: str | None = None
     transient: bool = False
     start: float = 0.0
@@ -74,8 +75,10 @@ def reference_name(ref: dict) -> str:
     return ref["name"] if ref["type"] == "global" else str(ref["id"])
 
 
-def references_clean(refs: Any, *, field: str) -> list[dict]:
-    """Check a list of scorer references; each must name a scorer that exists."""
+def references_clean(refs: Any, *, field: str, organization=None, principal=None) -> list[dict]:
+    """Check a list of scorer references: each must name a scorer that exists and can run for
+    `principal` (a custom scorer of another project needs read on that project; an LLM scorer,
+    an endpoint)."""
     if not isinstance(refs, list) or not refs:
         raise ValidationError("Give at least one scorer.", field=field)
     cleaned, seen = [], set()
@@ -96,7 +99,7 @@ def references_clean(refs: Any, *, field: str) -> list[dict]:
         else:
             ref = {k: ref[k] for k in ("type", "id", "version") if ref.get(k) is not None}
         try:
-            resolve(ref)
+            resolve(ref, organization=organization, principal=principal)
         except ScorerError as exc:
             raise ValidationError(str(exc), field=where) from None
         if reference_key(ref) in seen:
@@ -106,16 +109,19 @@ def references_clean(refs: Any, *, field: str) -> list[dict]:
     return cleaned
 
 
-def resolve(ref: dict) -> Scorer:
-    from scoring.scorers import builtin
-
+def resolve(ref: dict, *, organization=None, principal=None) -> Scorer:
+    """The scorer a reference names, for a run in `organization` acting as `principal` (whose
+    right to read a custom scorer's project is checked when given)."""
     if ref.get("type") == "global":
+        from scoring.scorers import builtin
+
         name = ref.get("name")
-        scorer = builtin.REGISTRY.get(name) if isinstance(name, str) else None
-        if scorer is None:
+        if not isinstance(name, str):
             raise ScorerError(f"Unknown scorer {name!r}; GET /v1/scorers lists them.")
-        return scorer
-    raise ScorerError(f"Unknown function {ref.get('id')!r}: no custom scorer has this id.")
+        return builtin.resolve(name, organization)
+    from scoring.scorers import custom
+
+    return custom.resolve(ref, organization=organization, principal=principal)
 
 
 def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
@@ -129,6 +135,7 @@ def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
         else:
             raw = scorer.fn(**arguments)
         outcome.scores, outcome.metadata = normalize(raw, scorer.name)
+        outcome.metrics = dict(getattr(raw, "metrics", None) or {})
     except Exception as exc:  # noqa: BLE001 -- any scorer failure is the user's to see, not ours to raise
         outcome.error = _describe(exc)
         outcome.transient = is_transient(exc)

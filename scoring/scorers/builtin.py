@@ -1,8 +1,15 @@
-"""The autoevals scorers that run locally, by the name a rule uses: `{"type": "global", "name": ...}`."""
+"""The autoevals scorers, by the name a rule uses: `{"type": "global", "name": ...}`.
+
+Local ones run in the worker (pure computations on the span's values). LLM-backed ones call the
+organization's OpenAI-compatible endpoint (llm.py). `CATALOGUE` is what GET /v1/scorers lists.
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
 
 import autoevals
 
-from scoring.scorers import Scorer
+from scoring.scorers import Scorer, ScorerError
 
 
 def _compare(cls) -> Scorer:
@@ -27,6 +34,76 @@ REGISTRY: dict[str, Scorer] = {
         _compare(autoevals.Levenshtein),
         _compare(autoevals.NumericDiff),
         _compare(autoevals.JSONDiff),
+        _compare(autoevals.ListContains),
         Scorer(name="ValidJSON", fn=_valid_json, requires=("output",)),
     )
 }
+
+
+@dataclass(frozen=True)
+class LLMScorer:
+    name: str
+    requires: tuple[str, ...]
+    optional: tuple[str, ...] = ()  # read from the span's metadata
+
+
+_RAG = ("input", "output", "expected")
+LLM_SCORERS: dict[str, LLMScorer] = {
+    s.name: s
+    for s in (
+        LLMScorer("Factuality", ("input", "output", "expected")),
+        LLMScorer("ClosedQA", ("input", "output"), ("metadata.criteria",)),
+        LLMScorer("Battle", ("input", "output", "expected"), ("metadata.instructions",)),
+        LLMScorer("Humor", ("output",)),
+        LLMScorer("Possible", ("input", "output")),
+        LLMScorer("Security", ("output",), ("metadata.instructions",)),
+        LLMScorer("Sql", ("input", "output", "expected")),
+        LLMScorer("Summary", ("input", "output", "expected")),
+        LLMScorer("Translation", ("input", "output", "expected"), ("metadata.language",)),
+        LLMScorer("EmbeddingSimilarity", ("output", "expected")),
+        LLMScorer("Moderation", ("output",)),
+        *(
+            LLMScorer(name, _RAG, ("metadata.context",))
+            for name in (
+                "ContextEntityRecall",
+                "ContextRelevancy",
+                "ContextRecall",
+                "ContextPrecision",
+                "Faithfulness",
+                "AnswerRelevancy",
+                "AnswerSimilarity",
+                "AnswerCorrectness",
+            )
+        ),  # fmt: skip
+    )
+}
+
+
+def resolve(name: str, organization) -> Scorer:
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name in LLM_SCORERS:
+        from scoring.scorers import llm
+
+        return _llm_scorer(name, llm.require_endpoint(organization))
+    raise ScorerError(f"Unknown scorer {name!r}; GET /v1/scorers lists them.")
+
+
+@lru_cache(maxsize=256)
+def _llm_scorer(name: str, endpoint) -> Scorer:
+    """One per scorer and endpoint: the client keeps its connections between calls."""
+    from scoring.scorers import llm
+
+    spec = LLM_SCORERS[name]
+    return Scorer(name=name, fn=llm.autoevals_scorer(getattr(autoevals, name), endpoint), requires=spec.requires,
+                  needs_llm=True)  # fmt: skip
+
+
+def catalogue() -> list[dict]:
+    local = [
+        {"name": s.name, "needs_llm": False, "requires": list(s.requires), "optional": []}
+        for s in REGISTRY.values()
+    ]
+    remote = [{"name": s.name, "needs_llm": True, "requires": list(s.requires), "optional": list(s.optional)}
+              for s in LLM_SCORERS.values()]  # fmt: skip
+    return sorted(local + remote, key=lambda s: (s["needs_llm"], s["name"]))
