@@ -226,7 +226,9 @@ class ScorerCatalogueAPI(RawJSONAPIView):
 
 class FunctionListCreateAPI(RawJSONAPIView):
     @extend_schema(
-        operation_id="function_list", parameters=[FunctionListQuerySerializer], responses={200: OpenApiTypes.OBJECT}
+        operation_id="function_list",
+        parameters=[FunctionListQuerySerializer],
+        responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
         params = validated(FunctionListQuerySerializer, request.query_params.dict())
@@ -244,7 +246,7 @@ class FunctionListCreateAPI(RawJSONAPIView):
         project = project_get(
             principal=request.auth, project_id=data["project_id"], object_type="project", permission="update"
         )
-        function = Function.objects.filter(project=project, slug=data["slug"]).first() or services.function_create(
+        function = services.function_get_or_create(
             principal=request.auth, project=project, name=data["name"], slug=data["slug"],
             description=data.get("description") or "", function_data=data["function_data"],
             prompt_data=data.get("prompt_data"),

@@ -532,11 +532,18 @@ def function_data_clean(function_data: dict, prompt_data: dict | None) -> tuple[
     """Check what a scorer function runs: inline code (python or node) or an LLM judge prompt."""
     kind = function_data.get("type")
     if kind == "code":
+        _refuse_unknown(function_data, {"type", "data"}, "function_data")
         data = function_data.get("data")
         if not isinstance(data, dict) or data.get("type") != "inline":
             raise ValidationError('Code scorers are {"type": "inline", "runtime_context": ..., "code": ...}.',
                                   field="function_data.data")  # fmt: skip
-        runtime = (data.get("runtime_context") or {}).get("runtime")
+        _refuse_unknown(data, {"type", "runtime_context", "code"}, "function_data.data")
+        if not isinstance(data.get("runtime_context"), dict):
+            raise ValidationError(
+                "runtime_context is {runtime, version}.", field="function_data.data.runtime_context"
+            )
+        _refuse_unknown(data["runtime_context"], {"runtime", "version"}, "function_data.data.runtime_context")
+        runtime = data["runtime_context"].get("runtime")
         if runtime not in _RUNTIMES:
             raise ValidationError(
                 "runtime is python or node.", field="function_data.data.runtime_context.runtime"
@@ -562,8 +569,15 @@ def function_data_clean(function_data: dict, prompt_data: dict | None) -> tuple[
             raise ValidationError("A code scorer has no prompt_data.", field="prompt_data")
         return {"type": "code", "data": clean}, None
     if kind == "prompt":
+        _refuse_unknown(function_data, {"type"}, "function_data")
         return {"type": "prompt"}, _prompt_data_clean(prompt_data)
     raise ValidationError('function_data.type is "code" or "prompt".', field="function_data.type")
+
+
+def _refuse_unknown(value: dict, allowed: set[str], field: str) -> None:
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ValidationError(f"Unknown field {unknown[0]!r}.", field=f"{field}.{unknown[0]}")
 
 
 def _prompt_data_clean(prompt_data: dict | None) -> dict:
@@ -623,9 +637,21 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
     }
 
 
-def function_create(*, principal: Principal, project: Project, name: str, slug: str, description: str,
-                    function_data: dict, prompt_data: dict | None) -> Function:  # fmt: skip
+def function_get_or_create(*, principal: Principal, project: Project, name: str, slug: str, description: str,
+                           function_data: dict, prompt_data: dict | None) -> Function:  # fmt: skip
+    """A new function at version 1, or, as in Braintrust, the project's function with this slug
+    unchanged."""
+    existing = Function.objects.filter(project=project, slug=slug).first()
+    if existing is not None:
+        return existing
     function_data, prompt_data = function_data_clean(function_data, prompt_data)
+    try:
+        return _function_create(principal, project, name, slug, description, function_data, prompt_data)
+    except IntegrityError:  # created meanwhile by another request
+        return Function.objects.get(project=project, slug=slug)
+
+
+def _function_create(principal, project, name, slug, description, function_data, prompt_data) -> Function:
     with transaction.atomic():
         function = Function.objects.create(
             project=project,

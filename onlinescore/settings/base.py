@@ -173,7 +173,7 @@ SCORING_SCORER_TIMEOUT = _env_number("SCORING_SCORER_TIMEOUT", 30)
 SCORING_POOL_SIZE = _env_number("SCORING_POOL_SIZE", 8, int)
 # Custom scorers run in sandbox processes (scoring/scorers/sandbox): per call, a wall-clock
 # limit; per process, CPU seconds in its life (it is replaced at half), writable memory (Node.js
-# gets twice this: V8 needs room beside its heap), and the largest answer; warm processes kept
+# gets 600 MB more: V8 needs that to start), and the largest answer; warm processes kept
 # per runtime and organization.
 SCORING_SANDBOX_TIMEOUT = _env_number("SCORING_SANDBOX_TIMEOUT", 5)
 SCORING_SANDBOX_CPU_SECONDS = _env_number("SCORING_SANDBOX_CPU_SECONDS", 60, int)

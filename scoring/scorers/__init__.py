@@ -97,6 +97,13 @@ def references_clean(refs: Any, *, field: str, organization=None, principal=None
                 raise ValidationError("Only scorers can score spans.", field=f"{where}.function_type")
             ref = {"type": "global", "name": ref.get("name")}
         else:
+            version = ref.get("version")
+            if version is not None and (
+                isinstance(version, bool) or not isinstance(version, int) or version < 1
+            ):
+                raise ValidationError(
+                    "version is a positive integer; omit it for the latest.", field=f"{where}.version"
+                )
             ref = {k: ref[k] for k in ("type", "id", "version") if ref.get(k) is not None}
         try:
             resolve(ref, organization=organization, principal=principal)

@@ -85,7 +85,11 @@ def resolve(name: str, organization) -> Scorer:
     if name in LLM_SCORERS:
         from scoring.scorers import llm
 
-        return _llm_scorer(name, llm.require_endpoint(organization))
+        try:
+            endpoint = llm.require_endpoint(organization)
+        except ScorerError as exc:
+            raise ScorerError(f"{name}: {exc}") from None
+        return _llm_scorer(name, endpoint)
     raise ScorerError(f"Unknown scorer {name!r}; GET /v1/scorers lists them.")
 
 
@@ -96,7 +100,7 @@ def _llm_scorer(name: str, endpoint) -> Scorer:
 
     spec = LLM_SCORERS[name]
     return Scorer(name=name, fn=llm.autoevals_scorer(getattr(autoevals, name), endpoint), requires=spec.requires,
-                  needs_llm=True)  # fmt: skip
+                  needs_llm=True, blocking=True)  # fmt: skip
 
 
 def catalogue() -> list[dict]:

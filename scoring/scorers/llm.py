@@ -9,6 +9,7 @@ with back-off (services.runs_execute). So a rate-limited endpoint cannot stall a
 
 import base64
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def decrypt(token: str) -> str:
     except InvalidToken:
         raise ScorerError(
             "The LLM endpoint's API key cannot be decrypted: was SECRET_KEY changed? Set it again."
-        )
+        ) from None
 
 
 # --- Calling ------------------------------------------------------------------------------
@@ -126,7 +127,12 @@ _EXTRA_INPUTS = ("context", "criteria", "instructions", "language")
 
 def autoevals_scorer(cls, endpoint: Endpoint):
     """A function scoring with autoevals' LLM-backed `cls` through the endpoint."""
-    instance = cls(client=client(endpoint), model=endpoint.default_model)
+    options = {"client": client(endpoint)}
+    # The endpoint's chat model, for the scorers that chat (not Moderation, which takes no
+    # model, nor EmbeddingSimilarity, which needs an embedding model: autoevals' default).
+    if "model" in inspect.signature(cls).parameters and cls.__name__ != "EmbeddingSimilarity":
+        options["model"] = endpoint.default_model
+    instance = cls(**options)
 
     def score(*, input, output, expected, metadata):
         extra = {k: metadata[k] for k in _EXTRA_INPUTS if isinstance(metadata, dict) and k in metadata}

@@ -5,7 +5,8 @@ ScorerError with a message for the scoring span. Each call is bounded:
 - wall clock: SCORING_SANDBOX_TIMEOUT seconds, then the process is killed;
 - CPU: each process may use SCORING_SANDBOX_CPU_SECONDS in its life (RLIMIT_CPU), and is
   replaced once it has used half of it;
-- memory: SCORING_SANDBOX_MEMORY_MB of writable memory (RLIMIT_DATA);
+- memory: SCORING_SANDBOX_MEMORY_MB of writable memory (RLIMIT_DATA; Node.js gets 600 MB more,
+  which V8 needs to start);
 - output: an answer over SCORING_SANDBOX_OUTPUT_BYTES is refused and the process killed;
 - no network, no processes, no files but a private scratch directory, no environment but
   PATH, HOME and the locale (confine.py, applied by runner.py before any user code is read).
@@ -15,6 +16,7 @@ compiled once. Tenants (organizations) never share a process, since user code ca
 process's global state.
 """
 
+import atexit
 import hashlib
 import json
 import os
@@ -46,7 +48,7 @@ class Sandbox:
         self.scratch = Path(tempfile.mkdtemp(prefix=f"onlinescore-sandbox-{runtime}-"))
         answers_read, answers_write = os.pipe()
         command = [sys.executable, "-I", str(HERE / "runner.py"), runtime, str(answers_write), str(self.scratch),
-                   str(settings.SCORING_SANDBOX_MEMORY_MB * (2 if runtime == "node" else 1)), *_read_only(runtime)]  # fmt: skip
+                   str(_memory_mb(runtime)), *_read_only(runtime)]  # fmt: skip
         cpu = settings.SCORING_SANDBOX_CPU_SECONDS
         self.stderr = open(self.scratch / "stderr.log", "wb")  # noqa: SIM115 -- closed in close()
         self.process = subprocess.Popen(
@@ -58,7 +60,8 @@ class Sandbox:
             env=_environment(self.scratch),
             cwd=self.scratch,
             start_new_session=True,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu)),
+            # The soft limit sends SIGXCPU, which _death() reports; at soft == hard the kernel sends SIGKILL.
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1)),
         )
         os.close(answers_write)
         self.answers = answers_read
@@ -74,10 +77,10 @@ class Sandbox:
             self.process.stdin.flush()
         except (BrokenPipeError, ValueError):
             raise ScorerError(self._death()) from None
-        self.loaded.add(key)
         answer = json.loads(self._read_line(timeout))
         if not answer["ok"]:
             raise ScorerError(answer["error"])
+        self.loaded.add(key)  # only once it loaded: code that failed to load is sent again
         return answer["value"]
 
     def _read_line(self, timeout: float) -> bytes:
@@ -115,7 +118,7 @@ class Sandbox:
                 f"The scorer used more than {settings.SCORING_SANDBOX_CPU_SECONDS} s of CPU and was stopped."
             )
         if "MemoryError" in log or "out of memory" in log or code in (-signal.SIGABRT, -signal.SIGTRAP):
-            return f"The scorer ran out of memory (limit {settings.SCORING_SANDBOX_MEMORY_MB} MB)."
+            return f"The scorer ran out of memory (limit {_memory_mb(self.runtime)} MB)."
         detail = log.strip().splitlines()[-1] if log.strip() else f"exit status {code}"
         return f"The sandbox process died: {detail}"
 
@@ -148,6 +151,12 @@ class Sandbox:
         except OSError:
             pass
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _memory_mb(runtime: str) -> int:
+    # Node.js needs about 580 MB of writable memory just to start (V8's reservations): its
+    # sandbox gets that on top of the setting.
+    return settings.SCORING_SANDBOX_MEMORY_MB + (600 if runtime == "node" else 0)
 
 
 def _environment(scratch: Path) -> dict:
@@ -197,9 +206,12 @@ class Pool:
 
     def _take(self, runtime: str, tenant: str) -> Sandbox:
         with self._lock:
-            idle = self._idle.get((runtime, tenant))
-            if idle:
-                return idle.pop()
+            idle = self._idle.get((runtime, tenant), [])
+            while idle:
+                sandbox = idle.pop()
+                if sandbox.alive:
+                    return sandbox
+                sandbox.close()  # died while idle (user code that outlived its call)
         try:
             return Sandbox(runtime)
         except OSError as exc:
@@ -223,3 +235,4 @@ class Pool:
 
 
 pool = Pool()
+atexit.register(pool.close)  # kill the warm processes and remove their scratch directories

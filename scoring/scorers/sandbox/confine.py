@@ -7,7 +7,10 @@ What it applies, all inherited by anything the process executes:
   only in the scratch directory; everything else (/etc/passwd, the project's settings and
   database, the home directory) cannot be opened. With Landlock ABI 4+, no TCP connect or bind;
 - seccomp: no new sockets of any kind (so no network, not even a Unix socket to Redis or the
-  database), no new processes (threads are allowed), no privilege gain (no_new_privs).
+  database), no io_uring, no new processes (threads are allowed), no privilege gain
+  (no_new_privs);
+- no capabilities, even when the worker runs as root; with Landlock ABI 6+, no signals to
+  processes outside the sandbox (the worker among them).
 
 Each layer is needed: Landlock does not cover Unix sockets or process creation, seccomp does not
 cover files. Raises OSError when the kernel cannot apply one: a sandbox that cannot be built is
@@ -25,9 +28,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # Syscall numbers, by machine.
 _SYSCALLS = {
     "x86_64": {"landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-               "socket": 41, "clone": 56, "fork": 57, "vfork": 58, "clone3": 435},
+               "socket": 41, "clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "io_uring_setup": 425},
     "aarch64": {"landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-                "socket": 198, "clone": 220, "clone3": 435},
+                "socket": 198, "clone": 220, "clone3": 435, "io_uring_setup": 425},
 }  # fmt: skip
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 
@@ -36,6 +39,7 @@ _FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 
 _FS_ALL_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 _RULE_PATH_BENEATH = 1
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 _CLONE_THREAD = 0x00010000
 
 
@@ -61,7 +65,12 @@ def landlock(*, read_only: list[str], read_write: list[str]) -> int:
     abi = _syscall("landlock_create_ruleset", None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
     handled_fs = _FS_ALL_BY_ABI[max(v for v in _FS_ALL_BY_ABI if v <= abi)]
     handled_net = _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0
-    attr = struct.pack("QQ", handled_fs, handled_net) if abi >= 4 else struct.pack("Q", handled_fs)
+    if abi >= 6:  # signals and abstract Unix sockets stay inside the sandbox
+        attr = struct.pack("QQQ", handled_fs, handled_net, _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL)
+    elif abi >= 4:
+        attr = struct.pack("QQ", handled_fs, handled_net)
+    else:
+        attr = struct.pack("Q", handled_fs)
     ruleset = _syscall("landlock_create_ruleset", ctypes.c_char_p(attr), len(attr), 0)
     try:
         readable = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
@@ -90,7 +99,8 @@ def landlock(*, read_only: list[str], read_write: list[str]) -> int:
 
 def seccomp_no_sockets_no_processes() -> None:
     """A seccomp filter: socket() fails with EACCES; fork, vfork and clone without CLONE_THREAD
-    fail with EPERM; clone3 fails with ENOSYS, so that threads fall back to clone."""
+    fail with EPERM; clone3 fails with ENOSYS, so that threads fall back to clone; io_uring is
+    unavailable (ENOSYS)."""
     machine = platform.machine()
     numbers = _SYSCALLS[machine]
     allow, kill = 0x7FFF0000, 0x80000000
@@ -113,6 +123,7 @@ def seccomp_no_sockets_no_processes() -> None:
     refused = [(numbers["socket"], errno(13))]  # EACCES
     refused += [(numbers[name], errno(1)) for name in ("fork", "vfork") if name in numbers]  # EPERM
     refused += [(numbers["clone3"], errno(38))]  # ENOSYS
+    refused += [(numbers["io_uring_setup"], errno(38))]  # its socket operations would bypass socket()
     for number, action in refused:
         program += [jeq(number, 0, 1), stmt(0x06, action)]
     program += [
@@ -129,6 +140,21 @@ def seccomp_no_sockets_no_processes() -> None:
     if _libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
         errno_value = ctypes.get_errno()
         raise OSError(errno_value, f"seccomp: {os.strerror(errno_value)}")
+
+
+def drop_capabilities() -> None:
+    """No capabilities, even when the worker runs as root: none now, none after execve."""
+    for cap in range(64):
+        if (
+            _libc.prctl(24, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22
+        ):  # PR_CAPBSET_DROP; EINVAL: no such cap
+            errno_value = ctypes.get_errno()
+            raise OSError(errno_value, f"capabilities: {os.strerror(errno_value)}")
+    _libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    if _libc.capset(ctypes.c_char_p(header), ctypes.c_char_p(bytes(24))) != 0:
+        errno_value = ctypes.get_errno()
+        raise OSError(errno_value, f"capset: {os.strerror(errno_value)}")
 
 
 def _no_new_privileges() -> None:

@@ -7,6 +7,15 @@ import { stripTypeScriptTypes } from "node:module";
 import { pathToFileURL } from "node:url";
 
 const handlers = new Map();
+// What user code prints goes nowhere. Standard error stays open for V8's own fatal messages,
+// which say why a process died; user writes there could fill it (RLIMIT_FSIZE) and crash it.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.write = (...args) => {
+    const callback = args.find((arg) => typeof arg === "function");
+    if (callback) queueMicrotask(callback);
+    return true;
+  };
+}
 
 async function load(key, code) {
   let source = stripTypeScriptTypes(code);
@@ -24,7 +33,11 @@ async function load(key, code) {
 
 function describe(error) {
   if (error instanceof Error) {
-    const line = /scorer-[0-9a-f]+\.mjs:(\d+)/.exec(error.stack ?? "");
+    const stack = error.stack ?? "";
+    // Runtime errors name the module's line; TypeScript syntax errors start their stack with ":<line>".
+    const line =
+      /scorer-[0-9a-f]+\.mjs:(\d+)/.exec(stack) ??
+      (error.code === "ERR_INVALID_TYPESCRIPT_SYNTAX" ? /^[^\n]*:(\d+)\n/.exec(stack) : null);
     return `${error.name}: ${error.message}${line ? ` (line ${line[1]})` : ""}`;
   }
   return `Error: ${String(error)}`;
@@ -44,5 +57,14 @@ for await (const line of lines) {
   } catch (error) {
     answer = JSON.stringify({ ok: false, error: describe(error) });
   }
-  fs.writeSync(3, answer + "\n");
+  // In pieces: one write of a huge string needs a native copy of it, beyond the memory limit;
+  // the parent stops reading past SCORING_SANDBOX_OUTPUT_BYTES.
+  for (let start = 0; start < answer.length; ) {
+    let end = Math.min(start + 65536, answer.length);
+    const last = answer.charCodeAt(end - 1);
+    if (end < answer.length && last >= 0xd800 && last <= 0xdbff) end -= 1; // keep surrogate pairs whole
+    fs.writeSync(3, answer.slice(start, end));
+    start = end;
+  }
+  fs.writeSync(3, "\n");
 }

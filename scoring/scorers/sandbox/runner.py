@@ -35,11 +35,13 @@ def main() -> None:
     if runtime == "node":
         node, script = read_only[0], read_only[1]
         confine.limit_resources(memory_bytes=int(memory_mb) * 1024 * 1024)
+        confine.drop_capabilities()
         confine.landlock(read_only=read_only, read_write=[scratch])
         confine.seccomp_no_sockets_no_processes()
         heap = max(64, int(memory_mb) // 4)
         os.execve(node, [node, "--no-warnings", f"--max-old-space-size={heap}", script], os.environ)
     confine.limit_resources(memory_bytes=int(memory_mb) * 1024 * 1024)
+    confine.drop_capabilities()
     confine.landlock(read_only=read_only, read_write=[scratch])
     confine.seccomp_no_sockets_no_processes()
     os.dup2(null, 2)
