@@ -253,6 +253,13 @@ def test_a_builtin_that_cannot_compare_reports_an_error():
 
 
 def test_every_builtin_resolves_by_its_name():
-    assert set(builtin.REGISTRY) == {"ExactMatch", "Levenshtein", "NumericDiff", "JSONDiff", "ListContains", "ValidJSON"}
+    assert set(builtin.REGISTRY) == {
+        "ExactMatch",
+        "Levenshtein",
+        "NumericDiff",
+        "JSONDiff",
+        "ListContains",
+        "ValidJSON",
+    }
     for name, scorer in builtin.REGISTRY.items():
         assert scorers.resolve({"type": "global", "name": name}) is scorer and scorer.name == name
