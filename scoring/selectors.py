@@ -64,19 +64,27 @@ def rule_list(*, principal: Principal, project_id=None, name: str | None = None)
 
 def rule_get(*, principal: Principal, rule_id, permission: str) -> Rule:
     """A rule, if the principal has `permission` on its project (404 across organizations)."""
+    return _project_object_get(Rule, rule_id, principal=principal, permission=permission, label="Rule")
+
+
+def _project_object_get(model, object_id, *, principal: Principal, permission: str, label: str):
+    """An object of one of the principal's organization's projects, by its UUID, if the principal
+    has `permission` on that project. 404 for a malformed id or another organization's object."""
     try:
-        pk = uuid.UUID(str(rule_id))
+        pk = uuid.UUID(str(object_id))
     except ValueError:
-        raise NotFound(f"Rule {rule_id} not found.") from None
-    rule = (
-        Rule.objects.select_related("project")
+        raise NotFound(f"{label} {object_id} not found.") from None
+    found = (
+        model.objects.select_related("project__organization")
         .filter(pk=pk, project__organization=principal.organization)
         .first()
     )
-    if rule is None:
-        raise NotFound(f"Rule {rule_id} not found.")
-    project_get(principal=principal, project_id=rule.project_id, object_type="project", permission=permission)
-    return rule
+    if found is None:
+        raise NotFound(f"{label} {object_id} not found.")
+    project_get(
+        principal=principal, project_id=found.project_id, object_type="project", permission=permission
+    )
+    return found
 
 
 def scoring_state(*, project: Project, row_id: str) -> dict:
@@ -232,21 +240,9 @@ def function_list(*, principal: Principal, project_id=None, slug: str | None = N
 
 def function_get(*, principal: Principal, function_id, permission: str) -> Function:
     """A function, if the principal has `permission` on its project (404 across organizations)."""
-    try:
-        pk = uuid.UUID(str(function_id))
-    except ValueError:
-        raise NotFound(f"Function {function_id} not found.") from None
-    function = (
-        Function.objects.select_related("project__organization")
-        .filter(pk=pk, project__organization=principal.organization)
-        .first()
+    return _project_object_get(
+        Function, function_id, principal=principal, permission=permission, label="Function"
     )
-    if function is None:
-        raise NotFound(f"Function {function_id} not found.")
-    project_get(
-        principal=principal, project_id=function.project_id, object_type="project", permission=permission
-    )
-    return function
 
 
 def function_event(function: Function) -> dict:
