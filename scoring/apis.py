@@ -313,6 +313,12 @@ class LLMEndpointAPI(RawJSONAPIView):
         )  # fmt: skip
         return Response(self._event(endpoint))
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def delete(self, request):
+        self._owner()
+        LLMEndpoint.objects.filter(organization=request.auth.organization).delete()
+        return Response(self._event(None))
+
     def _owner(self) -> None:
         if not self.request.auth.is_owner:
             raise Forbidden("Only owners of the organization can see or set its LLM endpoint.")

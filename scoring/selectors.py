@@ -256,7 +256,17 @@ def function_event(function: Function) -> dict:
         "description": function.description,
         "function_type": function.function_type,
         "function_data": latest.function_data,
-        "prompt_data": latest.prompt_data,
+        "prompt_data": _prompt_data_shown(latest.prompt_data),
         "version": latest.version,
         "created": function.created.isoformat(),
     }
+
+
+def _prompt_data_shown(prompt_data: dict | None) -> dict | None:
+    """As it was given: choice_scores in their order (kept apart: see services._prompt_data_clean)."""
+    if not prompt_data:
+        return prompt_data
+    parser = dict(prompt_data["parser"])
+    order = parser.pop("choice_order", None) or list(parser["choice_scores"])
+    parser["choice_scores"] = {choice: parser["choice_scores"][choice] for choice in order}
+    return {**prompt_data, "parser": parser}

@@ -633,6 +633,7 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
             "type": "llm_classifier",
             "use_cot": bool(parser.get("use_cot", True)),
             "choice_scores": choices,
+            "choice_order": list(choices),  # jsonb (PostgreSQL) does not keep key order
         },
     }
 

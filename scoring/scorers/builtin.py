@@ -12,6 +12,16 @@ import autoevals
 from scoring.scorers import Scorer, ScorerError
 
 
+class _NoCache(dict):
+    def __setitem__(self, key, value):
+        pass
+
+
+# autoevals keeps every embedding it computes in a class-level dict, forever, keyed by the
+# client's id (which another endpoint's client can reuse): a worker must not.
+autoevals.EmbeddingSimilarity._CACHE = _NoCache()
+
+
 def _compare(cls) -> Scorer:
     """A scorer of output against expected (the question, `input`, goes along as context)."""
     instance = cls()

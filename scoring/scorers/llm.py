@@ -13,11 +13,17 @@ import inspect
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import chevron
+import chevron.renderer
 from django.conf import settings
 
 from scoring.scorers import ScorerError, TransientScorerError
+
+# Prompts are not HTML: chevron would escape quotes and angle brackets in the span's values
+# (autoevals switches this off too, but only once it is imported).
+chevron.renderer._html_escape = lambda text: text
 
 
 @dataclass(frozen=True)
@@ -80,18 +86,24 @@ def decrypt(token: str) -> str:
 # --- Calling ------------------------------------------------------------------------------
 
 
-def client(endpoint: Endpoint):
-    """An autoevals client for the endpoint: one attempt per call, no library retries."""
+@lru_cache(maxsize=64)
+def _openai_client(endpoint: Endpoint):
+    """One client per endpoint, so that connections are reused; one attempt per call."""
     import openai
-    from autoevals.oai import LLMClient
 
-    raw = openai.OpenAI(
+    return openai.OpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key or "none",
         timeout=settings.SCORING_LLM_TIMEOUT,
         max_retries=0,
     )
-    wrapped = LLMClient(openai=raw)
+
+
+def client(endpoint: Endpoint):
+    """An autoevals client for the endpoint: one attempt per call, no library retries."""
+    from autoevals.oai import LLMClient
+
+    wrapped = LLMClient(openai=_openai_client(endpoint))
     # autoevals retries openai.RateLimitError up to 100 times, sleeping up to minutes: our
     # retry policy decides instead (translate_errors makes a 429 transient).
     wrapped.RateLimitError = type("NeverRaised", (Exception,), {})
@@ -121,6 +133,9 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# Their `model` is an embedding model: autoevals' default, not the endpoint's chat model.
+_EMBEDDING_SCORERS = ("EmbeddingSimilarity", "AnswerSimilarity")
+
 # Extra inputs some autoevals scorers take, read from the span's metadata when present.
 _EXTRA_INPUTS = ("context", "criteria", "instructions", "language")
 
@@ -130,13 +145,17 @@ def autoevals_scorer(cls, endpoint: Endpoint):
     options = {"client": client(endpoint)}
     # The endpoint's chat model, for the scorers that chat (not Moderation, which takes no
     # model, nor EmbeddingSimilarity, which needs an embedding model: autoevals' default).
-    if "model" in inspect.signature(cls).parameters and cls.__name__ != "EmbeddingSimilarity":
+    if "model" in inspect.signature(cls).parameters and cls.__name__ not in _EMBEDDING_SCORERS:
         options["model"] = endpoint.default_model
     instance = cls(**options)
 
     def score(*, input, output, expected, metadata):
         extra = {k: metadata[k] for k in _EXTRA_INPUTS if isinstance(metadata, dict) and k in metadata}
-        return translate_errors(lambda: instance.eval(output=output, expected=expected, input=input, **extra))
+        score = translate_errors(
+            lambda: instance.eval(output=output, expected=expected, input=input, **extra)
+        )
+        score.name = cls.__name__  # AnswerSimilarity's Score says "EmbeddingSimilarity"
+        return score
 
     return score
 
@@ -153,17 +172,12 @@ def judge(prompt_data: dict, endpoint: Endpoint):
     options = prompt_data.get("options") or {}
     parser = prompt_data["parser"]
     choice_scores = parser["choice_scores"]
+    # The order the judge offers the choices in: PostgreSQL's jsonb does not keep key order.
+    choices = parser.get("choice_order") or list(choice_scores)
     use_cot = parser.get("use_cot", True)
     model = options.get("model") or endpoint.default_model
     params = {k: v for k, v in (options.get("params") or {}).items() if k in _PASSED_PARAMS}
-    import openai
-
-    raw = openai.OpenAI(
-        base_url=endpoint.base_url,
-        api_key=endpoint.api_key or "none",
-        timeout=settings.SCORING_LLM_TIMEOUT,
-        max_retries=0,
-    )
+    raw = _openai_client(endpoint)
 
     def score(*, input, output, expected, metadata):
         variables = {name: _template_value(value) for name, value in
@@ -173,7 +187,7 @@ def judge(prompt_data: dict, endpoint: Endpoint):
         ]
         response = translate_errors(
             lambda: raw.chat.completions.create(
-                model=model, messages=messages, tools=[_select_choice_tool(choice_scores, use_cot)],
+                model=model, messages=messages, tools=[_select_choice_tool(choices, use_cot)],
                 tool_choice={"type": "function", "function": {"name": "select_choice"}}, **params,
             )
         )  # fmt: skip
@@ -206,8 +220,8 @@ def _template_value(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _select_choice_tool(choice_scores: dict, use_cot: bool) -> dict:
-    properties = {"choice": {"type": "string", "description": "The choice", "enum": list(choice_scores)}}
+def _select_choice_tool(choices: list[str], use_cot: bool) -> dict:
+    properties = {"choice": {"type": "string", "description": "The choice", "enum": choices}}
     required = ["choice"]
     if use_cot:
         properties = {

@@ -12,7 +12,7 @@ from scoring.scorers import llm
 from tests.conftest import Api, member_key
 from tests.factories import OrganizationFactory
 from tests.scoring.conftest import log, rule_body
-from tests.support.openai_stub import OpenAIStub
+from tests.support.fake_openai import Answer, FakeOpenAI
 
 pytestmark = pytest.mark.django_db
 
@@ -219,16 +219,17 @@ def test_every_llm_scorer_of_the_catalogue_can_be_used_once_an_endpoint_is_set(o
 
 
 def test_an_llm_scorer_scores_through_the_organizations_endpoint_with_its_key(owner, project, run_inline):
-    with OpenAIStub(choice="C") as stub:
-        configure(owner, base_url=stub.base_url, default_model="grader")
+    with FakeOpenAI() as stub:
+        stub.default = Answer(choice="C")
+        configure(owner, base_url=stub.url, default_model="grader")
         assert owner.post("/v1/project_score", rule_body(project, scorers=[FACTUALITY])).status_code == 200
         log(owner, project, {"id": "span-1", "input": "2+2?", "output": "4", "expected": "4",
                              "metrics": {"start": 1, "end": 2}})  # fmt: skip
 
     events = {e["id"]: e for e in owner.get(f"/v1/project_logs/{project.pk}/fetch").json()["events"]}
     assert events["span-1"]["scores"] == {"Factuality": 1}
-    [request] = stub.requests
-    assert request["authorization"] == f"Bearer {SECRET}" and request["body"]["model"] == "grader"
+    [request] = stub.chat_requests()
+    assert request.authorization == f"Bearer {SECRET}" and request.model == "grader"
 
 
 def test_an_llm_scorer_whose_endpoint_was_removed_errors_on_the_scoring_span(owner, org, project, run_inline):

@@ -11,7 +11,7 @@ from scoring.scorers import sandbox
 from tests.conftest import Api, member_key
 from tests.factories import OrganizationFactory, ProjectFactory
 from tests.scoring.conftest import log, rule_body
-from tests.support.openai_stub import OpenAIStub
+from tests.support.fake_openai import Answer, FakeOpenAI
 
 pytestmark = pytest.mark.django_db
 
@@ -281,7 +281,8 @@ def test_patching_a_judges_prompt_makes_a_new_version(owner, project):
         "N": 0,
         "Partly": 0.5,
     }
-    assert FunctionVersion.objects.get(function_id=created["id"], version=1).prompt_data == JUDGE
+    version_1 = FunctionVersion.objects.get(function_id=created["id"], version=1).prompt_data
+    assert version_1["parser"]["choice_scores"] == JUDGE["parser"]["choice_scores"]
 
 
 def test_patching_invalid_code_is_a_400_and_makes_no_version(owner, project):
@@ -495,11 +496,12 @@ def test_invoke_runs_the_latest_version_unless_one_is_pinned(owner, project):
 
 def test_invoking_a_judge_renders_the_prompt_and_maps_the_choice_through_the_endpoint(owner, project):
     function = create(owner, judge_body(project))
-    with OpenAIStub(choice="Y", reasons="It matches.") as stub:
+    with FakeOpenAI() as stub:
+        stub.default = Answer(choice="Y", reasons="It matches.", prompt_tokens=100, completion_tokens=10)
         response = owner.client.generic(
             "PUT",
             "/v1/llm_endpoint",
-            json.dumps({"base_url": stub.base_url, "api_key": "sk-judge", "default_model": "default-model"}),
+            json.dumps({"base_url": stub.url, "api_key": "sk-judge", "default_model": "default-model"}),
             content_type="application/json",
         )
         assert response.status_code == 200, response.content
@@ -509,11 +511,11 @@ def test_invoking_a_judge_renders_the_prompt_and_maps_the_choice_through_the_end
     assert result["scores"] == {"Judge": 1}
     assert result["metadata"] == {"choice": "Y", "rationale": "It matches."}
     assert result["metrics"]["prompt_tokens"] == 100 and result["metrics"]["completion_tokens"] == 10
-    [request] = stub.requests
-    assert request["authorization"] == "Bearer sk-judge"
-    assert request["body"]["model"] == "judge-model" and request["body"]["temperature"] == 0
-    assert request["body"]["messages"][1]["content"] == 'Q: 2+2?\nA: 4\nReference: 4\nMeta: {"k": 1}'
-    assert request["body"]["tool_choice"]["function"]["name"] == "select_choice"
+    [request] = stub.chat_requests()
+    assert request.authorization == "Bearer sk-judge"
+    assert request.model == "judge-model" and request.body["temperature"] == 0
+    assert request.messages[1]["content"] == 'Q: 2+2?\nA: 4\nReference: 4\nMeta: {"k": 1}'
+    assert request.forced_tool == "select_choice"
 
 
 def test_invoking_a_judge_with_no_llm_endpoint_is_a_400_that_says_so(owner, project, monkeypatch):
