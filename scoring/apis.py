@@ -86,8 +86,7 @@ class RuleListCreateAPI(RawJSONAPIView):
         project = project_get(
             principal=request.auth, project_id=data["project_id"], object_type="project", permission="update"
         )
-        existing = Rule.objects.filter(project=project, name=data["name"].strip()).first()
-        rule = existing or services.rule_create(
+        rule = services.rule_get_or_create(
             run_as_user=request.auth.user,
             run_as_key=request.auth.key,
             project=project,
@@ -108,6 +107,7 @@ class RuleDetailAPI(RawJSONAPIView):
         data = validated(RulePatchSerializer, self.body())
         rule = services.rule_update(
             rule=self._rule("update"),
+            editor=request.auth,
             name=data.get("name"),
             description=data.get("description"),
             online=data.get("config", {}).get("online"),
@@ -219,7 +219,7 @@ class ScorerCatalogueAPI(RawJSONAPIView):
         return Response(
             {
                 "objects": builtin.catalogue(),
-                "llm_endpoint_configured": llm.endpoint_for(request.auth.organization) is not None,
+                "llm_endpoint_configured": llm.endpoint_configured(request.auth.organization),
             }
         )
 

@@ -154,6 +154,8 @@ class RunListQuerySerializer(serializers.Serializer):
             ids = [int(part) for part in value.split(",") if part.strip()]
         except ValueError:
             raise serializers.ValidationError("ids are comma-separated integers.") from None
+        if any(not 0 < run_id < 2**63 for run_id in ids):
+            raise serializers.ValidationError("ids are positive 64-bit integers.")
         if not ids or len(ids) > RUNS_PER_REQUEST:
             raise serializers.ValidationError(f"Give between 1 and {RUNS_PER_REQUEST} ids.")
         return ids

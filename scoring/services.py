@@ -8,6 +8,7 @@ job was lost (Redis down) or whose worker died. So every run ends done or error,
 """
 
 import logging
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -100,8 +101,25 @@ def rule_create(
     return _rule_save(rule)
 
 
-def rule_update(*, rule: Rule, name: str | None = None, description: str | None = None,
-                online: dict | None = None) -> Rule:  # fmt: skip
+def rule_get_or_create(*, project: Project, name: str, **fields) -> Rule:
+    """A new rule, or, as in Braintrust, the project's rule of this name unchanged."""
+    existing = Rule.objects.filter(project=project, name=name.strip()).first()
+    if existing is not None:
+        return existing
+    try:
+        return rule_create(project=project, name=name, **fields)
+    except ValidationError as exc:
+        # Created meanwhile by another request.
+        found = Rule.objects.filter(project=project, name=name.strip()).first()
+        if exc.details.get("field") == "name" and found is not None:
+            return found
+        raise
+
+
+def rule_update(*, rule: Rule, editor: Principal | None = None, name: str | None = None,
+                description: str | None = None, online: dict | None = None) -> Rule:  # fmt: skip
+    """Change a rule. New scorers must be usable both by the user the rule runs as and by the
+    editor: no one can make a rule use a scorer they could not use themselves."""
     if name is not None:
         rule.name = _rule_name_clean(name)
     if description is not None:
@@ -109,9 +127,18 @@ def rule_update(*, rule: Rule, name: str | None = None, description: str | None 
     if online:
         organization = rule.project.organization
         principal = principal_of(rule.run_as_user, rule.run_as_key, organization)
+        if online.get("scorers") is not None and principal is None:
+            raise ValidationError(
+                "The user this rule runs as is no longer a member of the organization: create a new rule.",
+                field="config.online.scorers",
+            )
         config = online_config_clean(
             online, current=rule_online_config(rule), organization=organization, principal=principal
         )
+        if editor is not None and online.get("scorers") is not None:
+            scorers.references_clean(
+                config["scorers"], field="config.online.scorers", organization=organization, principal=editor
+            )
         for key, value in config.items():
             setattr(rule, key, value)
     return _rule_save(rule)
@@ -199,12 +226,19 @@ def runs_enqueue(run_ids: list[int], *, delay: timedelta | None = None) -> bool:
     chunks = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
     try:
         queue = django_rq.get_queue("default", commit_mode="auto")
+        # result_ttl=0: a job's outcome is in its runs' rows; Redis need not keep it. The job's
+        # time limit allows every scorer its own; leases, not RQ, notice a dead worker.
+        limits = [len(chunk) * (settings.SCORING_SCORER_TIMEOUT + 5) + 60 for chunk in chunks]
         if delay:
-            for chunk in chunks:
-                queue.enqueue_in(delay, score_runs, chunk, result_ttl=0)
+            for chunk, limit in zip(chunks, limits):
+                queue.enqueue_in(delay, score_runs, chunk, result_ttl=0, job_timeout=limit)
         else:
-            # result_ttl=0: a job's outcome is in its runs' rows; Redis need not keep it.
-            queue.enqueue_many([queue.prepare_data(score_runs, (chunk,), result_ttl=0) for chunk in chunks])
+            queue.enqueue_many(
+                [
+                    queue.prepare_data(score_runs, (c,), result_ttl=0, timeout=t)
+                    for c, t in zip(chunks, limits)
+                ]
+            )
     except redis.RedisError as exc:
         logger.warning(
             "Redis unreachable (%s): %d scoring runs stay pending for the sweeper.", exc, len(run_ids)
@@ -249,10 +283,17 @@ def runs_execute(*, run_ids: list[int]) -> None:
     lease = _Lease(token)
     access = _Access()
     results = []
+    # Results are recorded as they come, at least every quarter lease: a batch of slow scorers
+    # (LLM calls) that is stopped midway keeps what it has done.
+    record_at = time.monotonic() + settings.SCORING_LEASE_SECONDS / 4
     for run in runs:
         lease.keep()
         results.append(_Result(run, _score(run, access)))
-    _record(token, results)
+        if time.monotonic() >= record_at:
+            _record(token, results)
+            results, record_at = [], time.monotonic() + settings.SCORING_LEASE_SECONDS / 4
+    if results:
+        _record(token, results)
 
 
 def _score(run: ScoringRun, access: "_Access") -> scorers.Outcome:
@@ -271,7 +312,9 @@ def _score(run: ScoringRun, access: "_Access") -> scorers.Outcome:
     if denied:
         return _failed(name, fields, denied)
     try:
-        scorer = scorers.resolve(run.scorer, organization=run.project.organization, principal=principal)
+        scorer = scorers.resolve(
+            run.scorer, organization=run.project.organization, principal=principal, project=run.project
+        )
     except scorers.ScorerError as exc:
         return _failed(name, fields, str(exc))
     return scorers.run(scorer, fields)
@@ -431,32 +474,36 @@ def scoring_span_row(run: ScoringRun, outcome: scorers.Outcome) -> dict:
 
 def runs_sweep(*, now: datetime | None = None) -> dict[str, int]:
     """Bring back runs no job will finish: those whose worker's lease expired (it died), and
-    pending ones older than the grace period while the queue is empty (their job was never
-    enqueued, or Redis lost it). Safe to run from every worker at once: a run enqueued twice
-    is claimed once."""
+    pending ones no job holds (it was never enqueued, or Redis lost it): those older than the
+    grace period while the queue is empty, or older than ten grace periods whatever the queue
+    holds, so that a steady load cannot starve them. At most _SWEEP_CHUNK of each per sweep.
+    Safe to run from every worker at once: a run enqueued twice is claimed once."""
     now = now or timezone.now()
     expired = list(
-        ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING, lease_expires__lt=now).values_list(
-            "pk", flat=True
-        )
+        ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING, lease_expires__lt=now)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:_SWEEP_CHUNK]
     )
     reclaimed = ScoringRun.objects.filter(
         pk__in=expired, status=ScoringRun.Status.RUNNING, lease_expires__lt=now
     ).update(
         status=ScoringRun.Status.PENDING, lease_token=None, lease_expires=None, not_before=None, updated=now
     )
-    stale = []
-    if _queue_is_empty():
-        cutoff = now - timedelta(seconds=settings.SCORING_PENDING_GRACE_SECONDS)
-        stale = list(
-            ScoringRun.objects.filter(status=ScoringRun.Status.PENDING, updated__lt=cutoff)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lt=cutoff))
-            .values_list("pk", flat=True)
-        )
-        ScoringRun.objects.filter(pk__in=stale).update(updated=now)
+    grace = timedelta(seconds=settings.SCORING_PENDING_GRACE_SECONDS)
+    cutoff = now - (grace if _queue_is_empty() else 10 * grace)
+    stale = list(
+        ScoringRun.objects.filter(status=ScoringRun.Status.PENDING, updated__lt=cutoff)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lt=cutoff))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:_SWEEP_CHUNK]
+    )
+    ScoringRun.objects.filter(pk__in=stale).update(updated=now)
     if expired or stale:
         runs_enqueue(sorted({*expired, *stale}))
     return {"reclaimed": reclaimed, "requeued": len(stale)}
+
+
+_SWEEP_CHUNK = 5000
 
 
 def _queue_is_empty() -> bool:
@@ -479,7 +526,8 @@ def rule_test(*, principal: Principal, project: Project, online: dict, limit: in
     config = online_config_clean(online, organization=organization, principal=principal)
     compiled = CompiledRule.of(Rule(project=project, **config))
     resolved = [
-        scorers.resolve(ref, organization=organization, principal=principal) for ref in config["scorers"]
+        scorers.resolve(ref, organization=organization, principal=principal, project=project)
+        for ref in config["scorers"]
     ]
     spans = (
         Span.objects.filter(project=project, deleted=False, ended_at__isnull=False)
@@ -558,6 +606,10 @@ def function_data_clean(function_data: dict, prompt_data: dict | None) -> tuple[
         if runtime == "python":
             try:
                 compile(code, "<scorer>", "exec")  # compiling runs nothing
+            except (MemoryError, RecursionError):
+                raise ValidationError(
+                    "The code is too deeply nested to compile.", field="function_data.data.code"
+                ) from None
             except SyntaxError as exc:
                 raise ValidationError(
                     f"Syntax error: {exc.msg} (line {exc.lineno}).", field="function_data.data.code",

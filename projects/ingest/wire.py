@@ -7,6 +7,7 @@ bits, absurd nesting), so nothing later can fail on it.
 """
 
 import json
+import math
 import re
 import zlib
 from decimal import Decimal
@@ -151,6 +152,17 @@ def _check_values(root: Any) -> None:
     raise ValidationError(message, field=_dotted(path) or None, **details)
 
 
+def unstorable(value: Any) -> str | None:
+    """Why `value` (built in Python, not parsed from a body) cannot be stored, naming where; or
+    None. For values the server makes itself from foreign input, such as a scorer's result."""
+    found = _locate_problem(value, ())
+    return None if found is None else (f"{_dotted(found[0])}: {found[1]}" if found[0] else found[1])
+
+
+def without_unstorable_characters(text: str) -> str:
+    return _UNSTORABLE_CHARS.sub("\ufffd", text)
+
+
 def _locate_problem(value: Any, path: tuple) -> tuple[tuple, str] | None:
     """(path, message) of the first problem under `value`, depth first."""
     if isinstance(value, dict | list):
@@ -174,6 +186,8 @@ def _value_problem(value: Any) -> str | None:
         return None
     if isinstance(value, int) and not -_INT_LIMIT <= value < _INT_LIMIT:
         return "Numbers must be within the range of 64-bit integers."
+    if isinstance(value, float) and not math.isfinite(value):
+        return "Numbers must be finite (no NaN or Infinity)."
     return None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 
 from onlinescore.exceptions import ValidationError
+from projects.ingest.wire import unstorable, without_unstorable_characters
 
 
 class ScorerError(Exception):
@@ -116,9 +117,9 @@ def references_clean(refs: Any, *, field: str, organization=None, principal=None
     return cleaned
 
 
-def resolve(ref: dict, *, organization=None, principal=None) -> Scorer:
+def resolve(ref: dict, *, organization=None, principal=None, project=None) -> Scorer:
     """The scorer a reference names, for a run in `organization` acting as `principal` (whose
-    right to read a custom scorer's project is checked when given)."""
+    right to read a custom scorer's project is checked when given), scoring spans of `project`."""
     if ref.get("type") == "global":
         from scoring.scorers import builtin
 
@@ -128,7 +129,7 @@ def resolve(ref: dict, *, organization=None, principal=None) -> Scorer:
         return builtin.resolve(name, organization)
     from scoring.scorers import custom
 
-    return custom.resolve(ref, organization=organization, principal=principal)
+    return custom.resolve(ref, organization=organization, principal=principal, project=project)
 
 
 def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
@@ -143,8 +144,14 @@ def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
             raw = scorer.fn(**arguments)
         outcome.scores, outcome.metadata = normalize(raw, scorer.name)
         outcome.metrics = dict(getattr(raw, "metrics", None) or {})
+        problem = unstorable(
+            {"scores": outcome.scores, "metadata": outcome.metadata, "metrics": outcome.metrics}
+        )
+        if problem:
+            raise ScorerError(f"The scorer returned a value that cannot be stored: {problem}")
     except Exception as exc:  # noqa: BLE001 -- any scorer failure is the user's to see, not ours to raise
-        outcome.error = _describe(exc)
+        outcome.scores, outcome.metadata, outcome.metrics = {}, {}, {}
+        outcome.error = without_unstorable_characters(_describe(exc))
         outcome.transient = is_transient(exc)
     outcome.end = time.time()
     return outcome

@@ -29,7 +29,7 @@ def version_get(ref: dict, organization):
     return version
 
 
-def resolve(ref: dict, *, organization=None, principal=None) -> Scorer:
+def resolve(ref: dict, *, organization=None, principal=None, project=None) -> Scorer:
     version = version_get(ref, organization)
     function = version.function
     if principal is not None and not has_permission(principal, function.project, "project", "read"):
@@ -37,16 +37,19 @@ def resolve(ref: dict, *, organization=None, principal=None) -> Scorer:
         raise ScorerError(
             f"Scorer {function.name!r} belongs to project {function.project.name!r}, which {who} cannot read."
         )
-    return scorer_of(version)
+    return scorer_of(version, project=project or function.project)
 
 
-def scorer_of(version) -> Scorer:
+def scorer_of(version, *, project) -> Scorer:
+    """The scorer of a function version, scoring spans of `project`."""
     function = version.function
     data = version.function_data
     if data["type"] == "code":
         runtime = data["data"]["runtime_context"]["runtime"]
         code = data["data"]["code"]
-        tenant = str(function.project.organization_id)
+        # One warm process per function and scored project: code never shares a process with
+        # other code, nor sees spans of another project.
+        tenant = f"{project.pk}:{function.pk}"
 
         def run_code(**arguments):
             return sandbox.pool.run(runtime, code, arguments, tenant=tenant)

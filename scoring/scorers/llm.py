@@ -46,6 +46,15 @@ def endpoint_for(organization) -> Endpoint | None:
     return None
 
 
+def endpoint_configured(organization) -> bool:
+    from scoring.models import LLMEndpoint
+
+    return (
+        bool(os.environ.get("OPENAI_BASE_URL"))
+        or LLMEndpoint.objects.filter(organization=organization).exists()
+    )
+
+
 def require_endpoint(organization) -> Endpoint:
     endpoint = endpoint_for(organization)
     if endpoint is None:

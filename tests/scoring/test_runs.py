@@ -371,6 +371,20 @@ def test_the_sweeper_requeues_old_pending_runs_only_when_the_queue_is_empty(
     assert enqueue_calls == []
 
 
+def test_the_sweeper_requeues_pending_runs_ten_grace_periods_old_even_while_the_queue_is_busy(
+    project, score, register, enqueue_calls, monkeypatch, settings
+):
+    settings.SCORING_PENDING_GRACE_SECONDS = 60
+    monkeypatch.setattr(services, "_queue_is_empty", lambda: False)
+    starving, waiting = _runs(project, score, register, 2)
+    ScoringRun.objects.filter(pk=starving.pk).update(updated=timezone.now() - timedelta(seconds=601))
+    ScoringRun.objects.filter(pk=waiting.pk).update(updated=timezone.now() - timedelta(seconds=599))
+    enqueue_calls.clear()
+
+    assert services.runs_sweep() == {"reclaimed": 0, "requeued": 1}
+    assert enqueue_calls == [([starving.pk], None)]
+
+
 def test_a_run_whose_worker_died_every_time_ends_in_error(project, score, register, settings, monkeypatch):
     settings.SCORING_MAX_ATTEMPTS = 3
     monkeypatch.setattr(services, "_queue_is_empty", lambda: False)

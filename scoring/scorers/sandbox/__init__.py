@@ -20,7 +20,6 @@ import atexit
 import hashlib
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -44,12 +43,13 @@ class Sandbox:
     """One confined process and the pipes to it."""
 
     def __init__(self, runtime: str):
+        _refuse_exposed_data(runtime)
         self.runtime = runtime
         self.scratch = Path(tempfile.mkdtemp(prefix=f"onlinescore-sandbox-{runtime}-"))
         answers_read, answers_write = os.pipe()
         command = [sys.executable, "-I", str(HERE / "runner.py"), runtime, str(answers_write), str(self.scratch),
+                   str(settings.SCORING_SANDBOX_CPU_SECONDS),
                    str(_memory_mb(runtime)), *_read_only(runtime)]  # fmt: skip
-        cpu = settings.SCORING_SANDBOX_CPU_SECONDS
         self.stderr = open(self.scratch / "stderr.log", "wb")  # noqa: SIM115 -- closed in close()
         self.process = subprocess.Popen(
             command,
@@ -61,15 +61,16 @@ class Sandbox:
             cwd=self.scratch,
             start_new_session=True,
             # The soft limit sends SIGXCPU, which _death() reports; at soft == hard the kernel sends SIGKILL.
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1)),
         )
         os.close(answers_write)
         self.answers = answers_read
         self.loaded: set[str] = set()
+        self.calls = 0
         self.buffer = b""
 
     def call(self, key: str, code: str, args: dict, timeout: float) -> object:
-        request = {"key": key, "args": args}
+        self.calls += 1
+        request = {"key": key, "args": args, "n": self.calls}
         if key not in self.loaded:
             request["code"] = code
         try:
@@ -77,8 +78,19 @@ class Sandbox:
             self.process.stdin.flush()
         except (BrokenPipeError, ValueError):
             raise ScorerError(self._death()) from None
-        answer = json.loads(self._read_line(timeout))
-        if not answer["ok"]:
+        line = self._read_line(timeout)
+        try:
+            answer = json.loads(line)
+            turn, ok = answer["n"], answer["ok"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            answer, turn, ok = None, None, None
+        if turn != self.calls or not isinstance(ok, bool):
+            # Something else wrote to the answer channel: the process can no longer be trusted.
+            self.close()
+            raise ScorerError(
+                "The sandbox's answer was garbled (the code wrote to its channel); it was replaced."
+            )
+        if not ok:
             raise ScorerError(answer["error"])
         self.loaded.add(key)  # only once it loaded: code that failed to load is sent again
         return answer["value"]
@@ -153,6 +165,18 @@ class Sandbox:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def _refuse_exposed_data(runtime: str) -> None:
+    """The sandbox reads its runtime's directories: refuse to start if the project or its data
+    lie inside one (an install under /usr, say), rather than let user code read them."""
+    data = [Path(settings.BASE_DIR).resolve(), Path(settings.VAR_DIR).resolve()]
+    for readable in _read_only(runtime):
+        root = Path(readable).resolve()
+        if any(path == root or root in path.parents for path in data) and root != HERE:
+            raise OSError(
+                f"the project ({settings.BASE_DIR}) lies under {root}, which sandboxed code can read"
+            )
+
+
 def _memory_mb(runtime: str) -> int:
     # Node.js needs about 580 MB of writable memory just to start (V8's reservations): its
     # sandbox gets that on top of the setting.
@@ -200,6 +224,9 @@ class Pool:
         except ScorerError:
             if sandbox.alive:
                 self._give_back(runtime, tenant, sandbox)  # the code raised; the process is fine
+            raise
+        except BaseException:
+            sandbox.close()  # our bug or an interruption: never reuse a process in an unknown state
             raise
         self._give_back(runtime, tenant, sandbox)
         return value

@@ -7,8 +7,8 @@ What it applies, all inherited by anything the process executes:
   only in the scratch directory; everything else (/etc/passwd, the project's settings and
   database, the home directory) cannot be opened. With Landlock ABI 4+, no TCP connect or bind;
 - seccomp: no new sockets of any kind (so no network, not even a Unix socket to Redis or the
-  database), no io_uring, no new processes (threads are allowed), no privilege gain
-  (no_new_privs);
+  database), no io_uring, no shared memory (which RLIMIT_DATA does not count), no new
+  processes (threads are allowed), no privilege gain (no_new_privs);
 - no capabilities, even when the worker runs as root; with Landlock ABI 6+, no signals to
   processes outside the sandbox (the worker among them).
 
@@ -28,9 +28,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # Syscall numbers, by machine.
 _SYSCALLS = {
     "x86_64": {"landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-               "socket": 41, "clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "io_uring_setup": 425},
+               "socket": 41, "clone": 56, "fork": 57, "vfork": 58, "clone3": 435, "io_uring_setup": 425,
+               "mmap": 9, "memfd_create": 319, "shmget": 29},
     "aarch64": {"landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
-                "socket": 198, "clone": 220, "clone3": 435, "io_uring_setup": 425},
+                "socket": 198, "clone": 220, "clone3": 435, "io_uring_setup": 425,
+                "mmap": 222, "memfd_create": 279, "shmget": 194},
 }  # fmt: skip
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 
@@ -52,8 +54,12 @@ def _syscall(name: str, *args) -> int:
     return result
 
 
-def limit_resources(*, memory_bytes: int, file_bytes: int = 16 * 1024 * 1024, open_files: int = 64) -> None:
+def limit_resources(
+    *, memory_bytes: int, cpu_seconds: int, file_bytes: int = 16 * 1024 * 1024, open_files: int = 64
+) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
+    # The soft limit sends SIGXCPU (which the pool reports as such); the hard one, SIGKILL.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
     resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -100,7 +106,7 @@ def landlock(*, read_only: list[str], read_write: list[str]) -> int:
 def seccomp_no_sockets_no_processes() -> None:
     """A seccomp filter: socket() fails with EACCES; fork, vfork and clone without CLONE_THREAD
     fail with EPERM; clone3 fails with ENOSYS, so that threads fall back to clone; io_uring is
-    unavailable (ENOSYS)."""
+    unavailable (ENOSYS); so is shared memory that RLIMIT_DATA would not count (EPERM)."""
     machine = platform.machine()
     numbers = _SYSCALLS[machine]
     allow, kill = 0x7FFF0000, 0x80000000
@@ -120,12 +126,26 @@ def seccomp_no_sockets_no_processes() -> None:
         stmt(0x06, kill),
         stmt(0x20, 0),  # A = seccomp_data.nr
     ]
+    if machine == "x86_64":
+        program += [(0x45, 0, 1, 0x40000000), stmt(0x06, kill)]  # x32 system calls
     refused = [(numbers["socket"], errno(13))]  # EACCES
     refused += [(numbers[name], errno(1)) for name in ("fork", "vfork") if name in numbers]  # EPERM
     refused += [(numbers["clone3"], errno(38))]  # ENOSYS
     refused += [(numbers["io_uring_setup"], errno(38))]  # its socket operations would bypass socket()
+    # Shared memory is not counted by RLIMIT_DATA: no memfd, no System V segments, and (below)
+    # no anonymous shared mappings.
+    refused += [(numbers["memfd_create"], errno(1)), (numbers["shmget"], errno(1))]
     for number, action in refused:
         program += [jeq(number, 0, 1), stmt(0x06, action)]
+    map_shared_anonymous = 0x01 | 0x20
+    program += [
+        jeq(numbers["mmap"], 0, 5),
+        stmt(0x20, 40),  # A = low 32 bits of args[3], the mmap flags
+        (0x54, 0, 0, map_shared_anonymous),  # A &= MAP_SHARED | MAP_ANONYMOUS
+        jeq(map_shared_anonymous, 0, 1),
+        stmt(0x06, errno(1)),
+        stmt(0x06, allow),
+    ]
     program += [
         jeq(numbers["clone"], 0, 3),
         stmt(0x20, 16),  # A = low 32 bits of args[0], the clone flags

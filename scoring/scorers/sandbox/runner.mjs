@@ -46,16 +46,18 @@ function describe(error) {
 const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
 for await (const line of lines) {
   let answer;
+  let turn = null;
   try {
     const request = JSON.parse(line);
+    turn = request.n;
     if (!handlers.has(request.key)) handlers.set(request.key, await load(request.key, request.code));
     const args = request.args;
     const value = await handlers.get(request.key)({
       input: args.input, output: args.output, expected: args.expected, metadata: args.metadata,
     });
-    answer = JSON.stringify({ ok: true, value: value === undefined ? null : value });
+    answer = JSON.stringify({ ok: true, value: value === undefined ? null : value, n: request.n });
   } catch (error) {
-    answer = JSON.stringify({ ok: false, error: describe(error) });
+    answer = JSON.stringify({ ok: false, error: describe(error), n: turn });
   }
   // In pieces: one write of a huge string needs a native copy of it, beyond the memory limit;
   // the parent stops reading past SCORING_SANDBOX_OUTPUT_BYTES.

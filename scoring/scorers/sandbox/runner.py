@@ -1,4 +1,5 @@
-"""The sandbox process: `python runner.py <runtime> <answers fd> <scratch dir> <memory MB> <read-only path>...`.
+"""The sandbox process:
+`python runner.py <runtime> <answers fd> <scratch dir> <CPU seconds> <memory MB> <read-only path>...`.
 
 It confines itself (confine.py), then either serves Python scorers itself or, for `node`,
 executes the Node.js runner (runner.mjs) under the same confinement. The protocol is one JSON
@@ -24,7 +25,8 @@ ARGUMENTS = ("input", "output", "expected", "metadata")
 
 
 def main() -> None:
-    runtime, answers_fd, scratch, memory_mb, *read_only = sys.argv[1:]
+    runtime, answers_fd, scratch, cpu_seconds, memory_mb, *read_only = sys.argv[1:]
+    limits = {"memory_bytes": int(memory_mb) * 1024 * 1024, "cpu_seconds": int(cpu_seconds)}
     os.chdir(scratch)
     if int(answers_fd) != 3:
         os.dup2(int(answers_fd), 3)
@@ -34,13 +36,13 @@ def main() -> None:
     os.dup2(null, 1)
     if runtime == "node":
         node, script = read_only[0], read_only[1]
-        confine.limit_resources(memory_bytes=int(memory_mb) * 1024 * 1024)
+        confine.limit_resources(**limits)
         confine.drop_capabilities()
         confine.landlock(read_only=read_only, read_write=[scratch])
         confine.seccomp_no_sockets_no_processes()
         heap = max(64, int(memory_mb) // 4)
         os.execve(node, [node, "--no-warnings", f"--max-old-space-size={heap}", script], os.environ)
-    confine.limit_resources(memory_bytes=int(memory_mb) * 1024 * 1024)
+    confine.limit_resources(**limits)
     confine.drop_capabilities()
     confine.landlock(read_only=read_only, read_write=[scratch])
     confine.seccomp_no_sockets_no_processes()
@@ -51,17 +53,21 @@ def main() -> None:
 def serve(requests, answers, memory_mb) -> None:
     handlers: dict[str, object] = {}
     for line in requests:
+        turn = None
         try:
             request = json.loads(line)
+            turn = request["n"]
             key = request["key"]
             if key not in handlers:
                 handlers[key] = load(request["code"])
-            answer = {"ok": True, "value": call(handlers[key], request["args"])}
+            answer = {"ok": True, "value": call(handlers[key], request["args"]), "n": turn}
             text = json.dumps(answer, allow_nan=False)
         except MemoryError:
-            text = json.dumps({"ok": False, "error": f"The scorer ran out of memory (limit {memory_mb} MB)."})
+            text = json.dumps(
+                {"ok": False, "error": f"The scorer ran out of memory (limit {memory_mb} MB).", "n": turn}
+            )
         except BaseException as exc:  # noqa: BLE001 -- user code: every failure is an answer
-            text = json.dumps({"ok": False, "error": describe(exc)})
+            text = json.dumps({"ok": False, "error": describe(exc), "n": turn})
         answers.write(text + "\n")
         answers.flush()
 
