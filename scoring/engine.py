@@ -45,11 +45,19 @@ class CompiledRule:
     rule: Rule
     matches: Callable[[dict], bool] | None  # None: no filter
     names: frozenset[str]
+    key: str  # the rule's id as text, as decisions are keyed
+    by_trace: bool
 
     @classmethod
     def of(cls, rule: Rule) -> "CompiledRule":
         text = rule.btql_filter.strip()
-        return cls(rule, predicate(text) if text else None, frozenset(rule.apply_to_span_names or ()))
+        return cls(
+            rule,
+            predicate(text) if text else None,
+            frozenset(rule.apply_to_span_names or ()),
+            str(rule.pk),
+            rule.sample_by == Rule.SampleBy.TRACE,
+        )
 
     def decide(self, row: dict) -> tuple[Decision, str]:
         """This rule's decision about a span row (and a message for an error)."""
@@ -65,8 +73,7 @@ class CompiledRule:
             name = (row.get("span_attributes") or {}).get("name")
             if not ((rule.apply_to_root_span and row.get("is_root")) or name in self.names):
                 return Decision.NOT_SELECTED, ""
-        key = row["root_span_id"] if rule.sample_by == Rule.SampleBy.TRACE else row["id"]
-        if not sampled(rule.pk, key, rule.sampling_rate):
+        if not sampled(self.key, row["root_span_id"] if self.by_trace else row["id"], rule.sampling_rate):
             return Decision.NOT_SAMPLED, ""
         return Decision.QUEUED, ""
 
@@ -94,9 +101,9 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
         decisions, errors = {}, {}
         for c in compiled:
             decision, message = c.decide(row)
-            decisions[str(c.rule.pk)] = decision.value
+            decisions[c.key] = decision.value
             if message:
-                errors[str(c.rule.pk)] = message
+                errors[c.key] = message
             if decision == Decision.QUEUED:
                 runs.extend(
                     ScoringRun(project_id=e.span.project_id, span=e.span, rule=c.rule, scorer=ref,

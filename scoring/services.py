@@ -276,10 +276,18 @@ def runs_execute(*, run_ids: list[int]) -> None:
         return
     runs = list(
         ScoringRun.objects.filter(lease_token=token)
-        .select_related("span", "rule", "project__organization", "requested_by", "requested_by_key")
-        .select_related("rule__run_as_user", "rule__run_as_key")
+        .select_related("requested_by", "requested_by_key")
         .order_by("pk")
     )
+    # Each span, rule and project once per batch, not once per run (a span has a run per scorer).
+    spans = Span.objects.in_bulk({run.span_id for run in runs})
+    rules = Rule.objects.select_related("run_as_user", "run_as_key").in_bulk(
+        {run.rule_id for run in runs} - {None}
+    )
+    projects = Project.objects.select_related("organization").in_bulk({run.project_id for run in runs})
+    for run in runs:
+        run.span, run.project = spans[run.span_id], projects[run.project_id]
+        run.rule = rules.get(run.rule_id)
     lease = _Lease(token)
     access = _Access()
     results = []
@@ -430,10 +438,14 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             rows[project].append({"id": row_id, "_is_merge": True, "scores": values})
         for project, project_rows in rows.items():
             logs_ingest(principal=None, rows=project_rows, project=project)
-        ScoringRun.objects.bulk_update(
+        # One upsert for the batch: bulk_update would build a CASE per column and run, with the
+        # write lock held (measured: two thirds of a batch's time on SQLite).
+        ScoringRun.objects.bulk_create(
             finished + retry,
-            ["status", "scores", "error", "scoring_span_row_id", "lease_token", "lease_expires", "not_before",
-             "finished", "updated"],
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=["status", "scores", "error", "scoring_span_row_id", "lease_token", "lease_expires",
+                           "not_before", "finished", "updated"],
         )  # fmt: skip
     # Committed: schedule the retries, one job per retry time.
     retry_at = defaultdict(list)
