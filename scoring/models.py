@@ -103,10 +103,15 @@ class ScoringRun(models.Model):
     scorer_key = models.CharField(max_length=300)  # its canonical text, for the unique constraint
     # Manual runs run as whoever asked.
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
     requested_by_key = models.ForeignKey(
-        APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)  # claims so far
@@ -131,7 +136,10 @@ class ScoringRun(models.Model):
         indexes = [
             models.Index(fields=["status", "updated"]),
             models.Index(fields=["rule", "status"]),
-            models.Index(fields=["lease_token"]),
+            # Only claimed runs have a token: new runs (written at ingest) skip this index.
+            models.Index(
+                fields=["lease_token"], condition=Q(lease_token__isnull=False), name="run_lease_token"
+            ),
         ]
 
     def __str__(self):
