@@ -303,12 +303,24 @@ def _project_file(which: str) -> Path:
     }[which]
 
 
+@pytest.fixture
+def database_file():
+    """The embedded database's file, made for the test where it does not exist (the tests'
+    own SQLite database lives in memory, and a fresh checkout has none)."""
+    path = Path(django_settings.SQLITE_PATH)
+    made = not path.exists()
+    if made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"SQLite format 3\x00")
+    yield path
+    if made:
+        path.unlink()
+
+
 @pytest.mark.parametrize("which", ["/etc/passwd", "settings", "database"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_scorer_cannot_read_system_or_project_files(pool, runtime, which):
+def test_a_scorer_cannot_read_system_or_project_files(pool, runtime, which, database_file):
     path = _project_file(which)
-    if not path.exists():
-        pytest.skip(f"no file at {path} (the tests' SQLite database lives in memory)")
     path.read_bytes()  # readable outside the sandbox
 
     message = refused(pool, runtime, "read_file", input=str(path))
