@@ -75,8 +75,11 @@ def online_config_clean(
     config["scorers"] = scorers.references_clean(
         config["scorers"], field=field("scorers"), organization=organization, principal=principal
     )
+    rate = config["sampling_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ValidationError("sampling_rate is a number from 0 to 1.", field=field("sampling_rate"))
     names = config["apply_to_span_names"] or []
-    if any(not isinstance(n, str) or not n.strip() for n in names):
+    if not isinstance(names, list) or any(not isinstance(n, str) or not n.strip() for n in names):
         raise ValidationError("Span names are non-empty strings.", field=field("apply_to_span_names"))
     config["apply_to_span_names"] = list(dict.fromkeys(n.strip() for n in names))
     return config

@@ -448,6 +448,19 @@ def test_the_admin_refuses_an_unknown_scorer(admin_client, admin_owner, project)
     assert not Rule.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("apply_to_span_names", "7"), ("apply_to_span_names", '{"a": 1}'), ("sampling_rate", "1.5")],
+)
+def test_the_admin_refuses_span_names_that_are_not_a_list_and_rates_above_one(
+    admin_client, admin_owner, project, field, value
+):
+    response = admin_client.post("/admin/scoring/rule/add/", admin_form(project, **{field: value}))
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == [field]
+    assert not Rule.objects.exists()
+
+
 def test_a_rule_made_in_the_admin_runs_as_the_admin(admin_client, admin_owner, owner, project):
     response = admin_client.post(
         "/admin/scoring/rule/add/",
