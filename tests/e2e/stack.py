@@ -52,6 +52,8 @@ from unittest import mock
 
 import psutil
 import requests
+import requests.adapters
+from urllib3.util.retry import Retry
 
 ROOT = Path(__file__).resolve().parents[2]
 MANAGE = ROOT / "manage.py"
@@ -181,6 +183,10 @@ class Stack:
         self.key = ""
         self.project_id = ""  # the project "demo"
         self.session = requests.Session()
+        # gunicorn closes idle keep-alive connections after 2 s: a request that races that close
+        # gets "connection reset". Idempotent requests are retried then, as a real client would.
+        retry = Retry(total=3, connect=3, read=3, status=0, backoff_factor=0.1)
+        self.session.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
 
     # --- Life cycle --------------------------------------------------------------------------
 
