@@ -618,6 +618,12 @@ def main() -> int:
         parser.error("need --rows >= 200, --repeat >= 1, --clients >= 1, --rules >= 0")
     if args.compare_rules and not args.rules:
         args.rules = len(RULES)
+    return run_on_instance(run, args)
+
+
+def run_on_instance(run, args) -> int:
+    """`run(instance, args)` on a throwaway Instance, closed however it ends (Ctrl-C and
+    SIGTERM included)."""
 
     def on_sigterm(*_):
         raise KeyboardInterrupt

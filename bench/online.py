@@ -60,7 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import BATCH_ROWS, SPANS_PER_BATCH, Instance, Workload  # noqa: E402
+from ingest import BATCH_ROWS, SPANS_PER_BATCH, Instance, Workload, run_on_instance  # noqa: E402
 
 SCORERS = ("ExactMatch", "Levenshtein", "NumericDiff", "JSONDiff", "ValidJSON")
 TARGET_RATIO = 0.5  # max-load scored spans/s over the bare loop's spans/s
@@ -323,22 +323,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.spans < 4 * SPANS_PER_BATCH or args.workers < 1 or args.repeat < 1 or args.clients < 1:
         parser.error(f"need --spans >= {4 * SPANS_PER_BATCH}, --workers >= 1, --repeat >= 1, --clients >= 1")
-
-    def on_sigterm(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`cmd &`)
-    instance = None
-    try:
-        instance = Instance(args.database_url)
-        return run(instance, args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; cleaning up", file=sys.stderr)
-        return 130
-    finally:
-        if instance is not None:
-            instance.close()
+    return run_on_instance(run, args)
 
 
 def run(instance: Instance, args) -> int:

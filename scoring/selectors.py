@@ -50,16 +50,21 @@ def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | Non
 
 def rule_list(*, principal: Principal, project_id=None, name: str | None = None) -> QuerySet[Rule]:
     """The rules of one project, or of every project the principal may read."""
+    rules = _in_readable_projects(Rule, principal=principal, project_id=project_id)
+    if name is not None:
+        rules = rules.filter(name=name)
+    return rules.order_by("project_id", "created", "pk")
+
+
+def _in_readable_projects(model, *, principal: Principal, project_id=None) -> QuerySet:
+    """The model's objects in one project (404/403 as project_get decides), or in every project
+    the principal may read."""
     if project_id is not None:
         project = project_get(
             principal=principal, project_id=project_id, object_type="project", permission="read"
         )
-        rules = Rule.objects.filter(project=project)
-    else:
-        rules = Rule.objects.filter(project__in=project_list(principal=principal))
-    if name is not None:
-        rules = rules.filter(name=name)
-    return rules.order_by("project_id", "created", "pk")
+        return model.objects.filter(project=project)
+    return model.objects.filter(project__in=project_list(principal=principal))
 
 
 def rule_get(*, principal: Principal, rule_id, permission: str) -> Rule:
@@ -224,13 +229,7 @@ def rule_stats(*, rule: Rule) -> dict:
 
 
 def function_list(*, principal: Principal, project_id=None, slug: str | None = None, name: str | None = None):
-    if project_id is not None:
-        project = project_get(
-            principal=principal, project_id=project_id, object_type="project", permission="read"
-        )
-        functions = Function.objects.filter(project=project)
-    else:
-        functions = Function.objects.filter(project__in=project_list(principal=principal))
+    functions = _in_readable_projects(Function, principal=principal, project_id=project_id)
     if slug is not None:
         functions = functions.filter(slug=slug)
     if name is not None:
