@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -94,6 +95,47 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return f'{self.keyword} realm="api"'
+
+
+class SessionAuthentication(authentication.SessionAuthentication):
+    """A signed-in browser (the web UI's scripts). CSRF is enforced on writes by DRF's base class.
+
+    A user may belong to several organizations, and a principal acts in one: the page sends its
+    organization in `X-Organization`. Without it, a user in exactly one organization acts there.
+    """
+
+    def authenticate(self, request):
+        authenticated = super().authenticate(request)
+        if authenticated is None:
+            return None
+        user = authenticated[0]
+        memberships = Membership.objects.select_related("organization").filter(user=user)
+        wanted = request.headers.get("X-Organization")
+        if wanted:
+            memberships = memberships.filter(organization_id=_uuid_or_none(wanted))
+        memberships = list(memberships[:2])
+        if len(memberships) != 1:
+            raise exceptions.AuthenticationFailed(
+                "Send X-Organization with the id of one of your organizations."
+                if not wanted
+                else f"You are not a member of organization {wanted}."
+            )
+        membership = memberships[0]
+        return user, Principal(
+            key=None, user=user, organization=membership.organization, role=membership.role
+        )
+
+    def enforce_csrf(self, request):
+        # The check reads the form body of a POST; our views parse their own bodies (no DRF
+        # parsers), so give it Django's request, whose POST is empty for a JSON body.
+        super().enforce_csrf(request._request)
+
+
+def _uuid_or_none(text: str):
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
 
 
 def principal_of(user: User | None, key: APIKey | None, organization: Organization) -> Principal | None:

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from projects import apis
+from projects import apis, views
 
 urlpatterns = [
+    path("", views.HomePage.as_view(), name="home"),
     path("api/apikey/login", apis.LoginAPI.as_view()),
     path("api/project/register", apis.ProjectRegisterAPI.as_view()),
     path("api/project", apis.ProjectLegacyGetAPI.as_view()),

@@ -269,3 +269,101 @@ def _prompt_data_shown(prompt_data: dict | None) -> dict | None:
     order = parser.pop("choice_order", None) or list(parser["choice_scores"])
     parser["choice_scores"] = {choice: parser["choice_scores"][choice] for choice in order}
     return {**prompt_data, "parser": parser}
+
+
+# --- The web UI's pages ------------------------------------------------------------------------
+
+TRACE_MAX_SPANS = 2000
+
+
+def traces_page(
+    *, project: Project, filter_text: str | None, limit: int, cursor: str | None = None
+) -> tuple[list[dict], str | None]:
+    """The logs list: root spans (one per trace) matching the filter, newest first."""
+    where = Q(is_root=True)
+    if filter_text and filter_text.strip():
+        where &= to_q(filter_text)
+    return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
+
+
+def trace_get(*, project: Project, row_id: str) -> list[dict]:
+    """Every span of the trace that `row_id` belongs to, depth first from the root, children
+    in start order; scoring spans sit under the span they scored. Each is the span's event
+    with `depth`, and `offset`/`width` placing its timing within the trace in percent."""
+    span = Span.objects.filter(project=project, row_id=row_id, deleted=False).first()
+    if span is None:
+        raise NotFound(f"No log with id {row_id!r} in this project.")
+    events, _ = logs_fetch(project=project, limit=TRACE_MAX_SPANS, where=Q(root_span_id=span.root_span_id))
+    by_span_id = {event["span_id"]: event for event in events}
+    children = defaultdict(list)
+    roots = []
+    for event in events:
+        parent = next((p for p in event["span_parents"] or [] if p in by_span_id), None)
+        if parent is None:
+            roots.append(event)
+        else:
+            children[parent].append(event)
+    starts = [_metric(e, "start") for e in events if _metric(e, "start") is not None]
+    ends = [_metric(e, "end") for e in events if _metric(e, "end") is not None]
+    t0, t1 = (min(starts), max(ends + starts)) if starts else (0.0, 0.0)
+    total = (t1 - t0) or 1.0
+
+    ordered = []
+
+    def visit(event: dict, depth: int) -> None:
+        start, end = _metric(event, "start"), _metric(event, "end")
+        event["depth"] = depth
+        event["duration"] = end - start if start is not None and end is not None else None
+        event["offset"] = round(100 * (start - t0) / total, 2) if start is not None else 0
+        event["width"] = max(round(100 * (event["duration"] or 0) / total, 2), 0.5)
+        event["is_scorer"] = (event["span_attributes"] or {}).get("purpose") == "scorer"
+        ordered.append(event)
+        for child in sorted(children[event["span_id"]], key=_start_key):
+            visit(child, depth + 1)
+
+    for root in sorted(roots, key=_start_key):
+        visit(root, 0)
+    return ordered
+
+
+def _metric(event: dict, name: str) -> float | None:
+    value = (event.get("metrics") or {}).get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _start_key(event: dict):
+    start = _metric(event, "start")
+    return (start is None, start or 0.0, event["created"])
+
+
+def scorer_choices(*, principal: Principal) -> list[dict]:
+    """What a rule or a manual run may use, grouped as the pickers show it: the autoevals
+    built-ins (local, then LLM-backed), and the custom scorers of each project the principal
+    can read. Each option is {"label", "ref", "description"}."""
+    from scoring.scorers import builtin  # the catalogue imports autoevals: only when asked
+
+    groups = []
+    for needs_llm, title in ((False, "Autoevals"), (True, "Autoevals (LLM)")):
+        options = [
+            {
+                "label": entry["name"],
+                "ref": {"type": "global", "name": entry["name"]},
+                "description": "uses " + ", ".join(entry["requires"] + entry["optional"]),
+            }
+            for entry in builtin.catalogue()
+            if entry["needs_llm"] is needs_llm
+        ]
+        groups.append({"group": title, "options": options})
+    by_project = defaultdict(list)
+    for function in function_list(principal=principal):
+        by_project[function.project.name].append(
+            {
+                "label": function.name,
+                "ref": {"type": "function", "id": str(function.pk)},
+                "description": function.description,
+            }
+        )
+    groups += [
+        {"group": f"Project {name}", "options": options} for name, options in sorted(by_project.items())
+    ]
+    return groups

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from scoring import apis
+from scoring import apis, views
 
 urlpatterns = [
     path("v1/project_logs/<str:project_id>/fetch", apis.LogsFetchAPI.as_view()),
@@ -17,4 +17,10 @@ urlpatterns = [
     path("v1/function/<str:function_id>", apis.FunctionDetailAPI.as_view()),
     path("v1/function/<str:function_id>/invoke", apis.FunctionInvokeAPI.as_view()),
     path("v1/llm_endpoint", apis.LLMEndpointAPI.as_view()),
+    # The web UI's pages.
+    path("projects/<uuid:project_id>/", views.LogsPage.as_view(), name="logs"),
+    path("projects/<uuid:project_id>/logs/<path:row_id>/", views.TracePage.as_view(), name="trace"),
+    path("projects/<uuid:project_id>/online-scoring/", views.RulesPage.as_view(), name="rules"),
+    path("projects/<uuid:project_id>/scorers/", views.ScorersPage.as_view(), name="scorers"),
+    path("projects/<uuid:project_id>/monitor/", views.MonitorPage.as_view(), name="monitor"),
 ]

@@ -202,6 +202,7 @@ class Stack:
             if self.server_url:
                 self._database_create()
             self.manage("migrate", "-v", "0", timeout=300)
+            self.manage("collectstatic", "--noinput", "-v", "0")  # as `manage.py serve` does
             setup = self.manage("shell", "-c", _SETUP).stdout
             found = [line for line in setup.splitlines() if line.startswith("E2E_SETUP ")]
             assert found, setup

@@ -1,0 +1,228 @@
+"""The web UI's pages, in process: who may open what, and what each page shows. The browser
+suite (tests/browser/) drives the same pages in Chromium."""
+
+import json
+
+import pytest
+from django.test import Client, TestCase
+
+from projects.models import Membership, ProjectGrant
+from scoring.models import Rule
+from tests.factories import OrganizationFactory, ProjectFactory, UserFactory
+from tests.scoring.conftest import log, rule_body
+
+
+def member(organization, *, role=Membership.Role.MEMBER, grants=()):
+    user = UserFactory()
+    Membership.objects.create(organization=organization, user=user, role=role)
+    for project, object_type, permission in grants:
+        ProjectGrant.objects.create(
+            project=project, user=user, object_type=object_type, permission=permission
+        )
+    return user
+
+
+def browser(user=None, *, enforce_csrf=False) -> Client:
+    client = Client(enforce_csrf_checks=enforce_csrf, HTTP_ACCEPT="text/html")
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def owner_user(org):
+    return member(org, role=Membership.Role.OWNER)
+
+
+PAGES = ["logs", "online-scoring", "scorers", "monitor"]
+
+
+def page_url(project, page: str) -> str:
+    return f"/projects/{project.pk}/" + ("" if page == "logs" else f"{page}/")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_project_page_asks_an_anonymous_visitor_to_sign_in(project, page):
+    response = browser().get(page_url(project, page))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_signing_in_with_the_form_opens_the_projects_list(org, project):
+    user = member(org, role=Membership.Role.OWNER)
+    user.set_password("a long password")
+    user.save()
+    client = browser()
+    response = client.post("/accounts/login/", {"username": user.username, "password": "a long password"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    home = client.get("/")
+    assert b"acme" in home.content and f"/projects/{project.pk}/".encode() in home.content
+
+
+def test_a_wrong_password_is_refused_with_a_message(org):
+    user = member(org)
+    response = browser().post("/accounts/login/", {"username": user.username, "password": "wrong"})
+    assert response.status_code == 200
+    assert b"didn't match" in response.content
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_an_owner_opens_every_page_of_a_project(project, owner_user, page):
+    response = browser(owner_user).get(page_url(project, page))
+    assert response.status_code == 200, response.content[:500]
+    assert project.name.encode() in response.content
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_project_of_another_organization_is_not_found(project, page):
+    stranger = member(OrganizationFactory(name="other"), role=Membership.Role.OWNER)
+    response = browser(stranger).get(page_url(project, page))
+    assert response.status_code == 404
+    assert b"<html" in response.content  # a page for browsers, not the API's JSON
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_member_without_read_on_the_logs_is_refused(org, project, page):
+    user = member(org, grants=[(project, "project", "read")])
+    assert browser(user).get(page_url(project, page)).status_code == 403
+
+
+def test_a_member_with_read_on_the_logs_opens_them(org, project):
+    user = member(org, grants=[(project, "project", "read"), (project, "project_logs", "read")])
+    assert browser(user).get(page_url(project, "logs")).status_code == 200
+
+
+def test_the_projects_list_shows_only_readable_projects(org, project):
+    hidden = ProjectFactory(organization=org, name="hidden")
+    user = member(org, grants=[(project, "project", "read")])
+    content = browser(user).get("/").content.decode()
+    assert f"/projects/{project.pk}/" in content and f"/projects/{hidden.pk}/" not in content
+
+
+def test_the_logs_page_lists_root_spans_with_scores_as_percentages(project, owner, owner_user, run_inline):
+    owner.post("/v1/project_score", rule_body(project, name="exact"))
+    log(
+        owner,
+        project,
+        {"id": "root", "span_id": "r", "root_span_id": "r", "span_attributes": {"name": "chat"},
+         "input": "question", "output": "answer", "expected": "answer", "metrics": {"start": 1, "end": 1.25}},
+        {"id": "child", "span_id": "c", "root_span_id": "r", "span_parents": ["r"],
+         "span_attributes": {"name": "retrieve"}, "metrics": {"start": 1, "end": 1.1}},
+    )  # fmt: skip
+    content = browser(owner_user).get(page_url(project, "logs")).content.decode()
+    assert "chat" in content and "retrieve" not in content  # traces only
+    assert '<th class="num">ExactMatch</th>' in content
+    assert 'title="1">100%</td>' in content  # 0–100 %, the raw value on hover
+    assert "250 ms" in content
+
+
+def test_an_invalid_filter_shows_its_position(project, owner_user):
+    response = browser(owner_user).get(page_url(project, "logs"), {"filter": "input = = 1"})
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert "line 1, column 9" in content
+    assert "input = = 1\n        ^" in content
+
+
+def test_the_trace_page_shows_the_scoring_span_under_the_scored_span(project, owner, owner_user, run_inline):
+    owner.post("/v1/project_score", rule_body(project, name="exact"))
+    log(owner, project, {"id": "root", "span_id": "r", "root_span_id": "r", "span_attributes": {"name": "chat"},
+                         "output": "a", "expected": "a", "metrics": {"start": 1, "end": 2}})  # fmt: skip
+    content = browser(owner_user).get(f"/projects/{project.pk}/logs/root/").content.decode()
+    tree = content[content.index('aria-label="Spans"') : content.index('aria-label="Span detail"')]
+    assert tree.index("chat") < tree.index("ExactMatch")
+    assert "--depth: 1" in tree  # the scoring span is a child
+    assert "Why is there no score?" in content and "exact" in content and ">scored<" in content
+
+
+def test_the_trace_page_of_an_unknown_log_is_not_found(project, owner_user):
+    assert browser(owner_user).get(f"/projects/{project.pk}/logs/nope/").status_code == 404
+
+
+def test_the_rules_page_lists_rules_with_their_stats_and_an_editable_body(project, owner, owner_user):
+    owner.post(
+        "/v1/project_score", rule_body(project, name="exact", description="checks", btql_filter="input = 'x'")
+    )
+    content = browser(owner_user).get(page_url(project, "online-scoring")).content.decode()
+    assert "Configuration › Online scoring" in content and "+ Create rule" in content
+    assert "exact" in content and "checks" in content and "input = &#x27;x&#x27;" in content
+    rule = Rule.objects.get(name="exact")
+    assert f'data-rule-id="{rule.pk}"' in content
+    for label in ["Rule name", "Description", "Scorers", "Sampling rate (%)", "BTQL filter clause",
+                  "Apply to spans", "Root spans", "Span names", "Test rule"]:  # fmt: skip
+        assert label in content
+
+
+def test_the_scorer_picker_offers_builtins_and_readable_custom_scorers(org, project, owner, owner_user):
+    other = ProjectFactory(organization=org, name="shared")
+    for target, name in ((project, "Mine"), (other, "Theirs")):
+        response = owner.post("/v1/function", {
+            "project_id": str(target.pk), "name": name, "slug": name.lower(), "function_data": {
+                "type": "code", "data": {"type": "inline", "runtime_context": {"runtime": "python", "version": "3.11"},
+                                         "code": "def handler(output):\n    return 1\n"}}})  # fmt: skip
+        assert response.status_code == 200, response.content
+    content = browser(owner_user).get(page_url(project, "online-scoring")).content.decode()
+    for text in ["Autoevals", "Autoevals (LLM)", "Levenshtein", "Factuality", "Project demo", "Mine",
+                 "Project shared", "Theirs"]:  # fmt: skip
+        assert text in content
+
+
+def test_the_api_accepts_a_signed_in_browser_with_its_csrf_token(project, owner_user):
+    client = browser(owner_user, enforce_csrf=True)
+    page = client.get(page_url(project, "online-scoring")).content.decode()
+    token = page.split('name="csrf-token" content="')[1].split('"')[0]
+    body = json.dumps(rule_body(project, name="from the page"))
+    headers = {"HTTP_X_ORGANIZATION": str(project.organization_id), "HTTP_ACCEPT": "application/json"}
+    refused = client.post("/v1/project_score", body, content_type="application/json", **headers)
+    assert refused.status_code == 403 and "CSRF" in refused.json()["error"]["message"]
+    created = client.post(
+        "/v1/project_score", body, content_type="application/json", HTTP_X_CSRFTOKEN=token, **headers
+    )
+    assert created.status_code == 200, created.content
+    assert Rule.objects.get(name="from the page").run_as_user == owner_user
+
+
+def test_a_browser_in_several_organizations_must_name_one(project, owner_user):
+    Membership.objects.create(organization=OrganizationFactory(name="second"), user=owner_user)
+    client = browser(owner_user)
+    ambiguous = client.get(
+        "/v1/project_score", {"project_id": str(project.pk)}, HTTP_ACCEPT="application/json"
+    )
+    assert ambiguous.status_code == 401 and "X-Organization" in ambiguous.json()["error"]["message"]
+    named = client.get(
+        "/v1/project_score",
+        {"project_id": str(project.pk)},
+        HTTP_X_ORGANIZATION=str(project.organization_id),
+        HTTP_ACCEPT="application/json",
+    )
+    assert named.status_code == 200
+
+
+def test_a_browser_cannot_act_in_an_organization_it_is_not_in(project):
+    stranger = member(OrganizationFactory(name="other"), role=Membership.Role.OWNER)
+    response = browser(stranger).get(
+        "/v1/project_score", HTTP_X_ORGANIZATION=str(project.organization_id), HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 401
+
+
+def test_staff_see_the_admin_and_the_queues_dashboard_links(project, owner_user):
+    assert b"/admin/django_rq/" not in browser(owner_user).get("/").content
+    owner_user.is_staff = True
+    owner_user.save()
+    content = browser(owner_user).get("/").content
+    assert b'href="/admin/"' in content and b"/admin/django_rq/" in content
+
+
+def test_the_trace_page_lists_the_manual_runs_of_a_span_by_scorer(project, owner, owner_user, run_inline):
+    log(owner, project, {"id": "root", "span_id": "r", "root_span_id": "r", "span_attributes": {"name": "chat"},
+                         "output": "a", "expected": "a", "metrics": {"start": 1, "end": 2}})  # fmt: skip
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = owner.post(
+            f"/v1/project_logs/{project.pk}/score",
+            {"scorers": [{"type": "global", "name": "Levenshtein"}], "ids": ["root"]},
+        )
+    assert response.status_code == 202, response.content
+    content = browser(owner_user).get(f"/projects/{project.pk}/logs/root/").content.decode()
+    manual = content[content.index("Manual runs") :]
+    assert "<td>Levenshtein</td><td>done</td>" in manual and "Levenshtein 100%" in manual
