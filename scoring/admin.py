@@ -4,7 +4,7 @@ from django.contrib import admin
 from onlinescore.exceptions import ValidationError
 from projects.admin import ReadOnlyAdmin
 from scoring import services
-from scoring.models import Rule, ScoringRun, SpanDecisions
+from scoring.models import Function, FunctionVersion, LLMEndpoint, Rule, ScoringRun, SpanDecisions
 
 
 class RuleForm(forms.ModelForm):
@@ -67,3 +67,74 @@ class SpanDecisionsAdmin(ReadOnlyAdmin):
     list_filter = ["project"]
     list_select_related = ["span", "project"]
     show_full_result_count = False
+
+
+class FunctionVersionInline(admin.TabularInline):
+    model = FunctionVersion
+    fields = ["version", "function_data", "prompt_data", "created_by", "created"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-version"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Function)
+class FunctionAdmin(admin.ModelAdmin):
+    """Custom scorers, with every version. Code and prompts change on the Scorers page or the
+    API, where each change is checked and becomes a new version: here they can be read and
+    the scorer deleted."""
+
+    list_display = ["name", "slug", "project", "function_type", "created_by", "updated"]
+    list_filter = ["project"]
+    search_fields = ["name", "slug", "description"]
+    readonly_fields = [
+        "project",
+        "name",
+        "slug",
+        "description",
+        "function_type",
+        "created_by",
+        "created",
+        "updated",
+    ]
+    inlines = [FunctionVersionInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class LLMEndpointForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, assume_scheme="https")
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput,
+        help_text="Stored encrypted and never shown. Leave empty to keep the current key.",
+    )
+
+    class Meta:
+        model = LLMEndpoint
+        fields = ["organization", "base_url", "default_model"]
+
+
+@admin.register(LLMEndpoint)
+class LLMEndpointAdmin(admin.ModelAdmin):
+    """An organization's OpenAI-compatible endpoint for LLM-backed scorers, set through the same
+    service as PUT /v1/llm_endpoint (which encrypts the key)."""
+
+    form = LLMEndpointForm
+    list_display = ["organization", "base_url", "default_model", "updated"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["organization"] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        form.instance = services.llm_endpoint_set(
+            organization=obj.organization,
+            base_url=data["base_url"],
+            default_model=data["default_model"],
+            api_key=data["api_key"] or None,
+        )

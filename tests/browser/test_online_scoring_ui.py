@@ -336,3 +336,31 @@ def test_the_monitor_charts_each_score_per_project_and_per_rule(page, live_stack
     expect(page).to_have_url(f"{live_stack.url}/projects/{project_id}/monitor/?bucket=day")
     expect(charts.nth(1).locator("svg")).to_contain_text("ExactMatch 50.0 %")
     shot(page, "monitor")
+
+
+def test_an_llm_judge_is_written_and_edited_on_the_scorers_page(page, live_stack):
+    project_id = project_new(live_stack, "judges-ui")
+    sign_in(page, live_stack, next=f"/projects/{project_id}/scorers/")
+    page.get_by_role("button", name="+ LLM judge").click()
+    dialog = page.locator("#function-dialog")
+    expect(dialog.get_by_label("Language")).to_be_hidden()
+    dialog.get_by_label("Name").fill("Polite")
+    dialog.get_by_label("Slug").fill("polite")
+    dialog.locator("textarea[name=system]").fill("You grade politeness.")
+    dialog.locator("textarea[name=user]").fill("Reply: {{output}}\nIs it polite? Y or N")
+    dialog.get_by_label("Model").fill("gpt-4o-mini")
+    dialog.locator("textarea[name=choice_scores]").fill("Y: 1\nN: 0\nSomewhat: 0.5")
+    shot(page, "judge_dialog")
+    dialog.get_by_role("button", name="Save scorer").click()
+    row = page.locator("tbody tr", has_text="Polite")
+    expect(row).to_contain_text("LLM judge")
+
+    row.get_by_role("button", name="Edit").click()
+    expect(dialog.get_by_label("Model")).to_have_value("gpt-4o-mini")
+    expect(dialog.locator("textarea[name=choice_scores]")).to_have_value("Y: 1\nN: 0\nSomewhat: 0.5")
+    expect(dialog.locator("textarea[name=system]")).to_have_value("You grade politeness.")
+    dialog.locator("textarea[name=choice_scores]").fill("Y: 1\nN: 2")
+    dialog.get_by_role("button", name="Save scorer").click()
+    expect(dialog.locator("[data-error-for='prompt_data.parser.choice_scores']")).to_contain_text(
+        "between 0 and 1"
+    )

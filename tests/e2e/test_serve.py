@@ -59,7 +59,7 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
     try:
         output = read_until(process, r"Ctrl-C stops it")
         key = re.search(r"API key: (\S+)", output).group(1)
-        assert re.search(r"login admin / \S+", output)
+        password = re.search(r"login admin / (\S+)", output).group(1)
         assert f"http://127.0.0.1:{port}" in output
 
         headers = {"Authorization": f"Bearer {key}"}
@@ -72,6 +72,23 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
             except requests.ConnectionError:
                 time.sleep(0.2)
         assert response.status_code == 200, response.text
+        project_id = response.json()["id"]
+
+        # The printed login signs in to the web app, which lists the project.
+        browser = requests.Session()
+        form = browser.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert form.url.endswith("/accounts/login/?next=/")
+        signed_in = browser.post(
+            form.url,
+            data={
+                "username": "admin",
+                "password": password,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            },
+            headers={"Referer": form.url},
+            timeout=5,
+        )
+        assert signed_in.url == f"http://127.0.0.1:{port}/" and f"/projects/{project_id}/" in signed_in.text
         database = sqlite3.connect(tmp_path / "onlinescore.sqlite3")
         assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         database.close()

@@ -226,3 +226,14 @@ def test_the_trace_page_lists_the_manual_runs_of_a_span_by_scorer(project, owner
     content = browser(owner_user).get(f"/projects/{project.pk}/logs/root/").content.decode()
     manual = content[content.index("Manual runs") :]
     assert "<td>Levenshtein</td><td>done</td>" in manual and "Levenshtein 100%" in manual
+
+
+def test_the_logs_page_pages_through_traces_newest_first(project, owner, owner_user):
+    log(owner, project, *({"id": f"t{i:02}", "input": f"question {i:02}"} for i in range(51)))
+    client = browser(owner_user)
+    first = client.get(page_url(project, "logs")).content.decode()
+    assert first.count("data-row ") == 50
+    next_link = first.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    second = client.get(page_url(project, "logs") + next_link).content.decode()
+    assert second.count("data-row ") == 1 and "question 00" in second  # the oldest, last
+    assert "First page" in second and 'rel="next"' not in second

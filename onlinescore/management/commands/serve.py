@@ -65,8 +65,8 @@ class Command(BaseCommand):
     def _announce(self, url: str, credentials: dict | None) -> None:
         if credentials:
             self.stdout.write(
-                "\nFirst run: created organization {organization!r}, an admin and an API key.\n"
-                "  Admin:   {url}/admin/  login {username} / {password}\n"
+                "\nFirst run: created organization {organization!r}, its owner and an API key.\n"
+                "  Sign in: {url}/  login {username} / {password}  (the admin too: {url}/admin/)\n"
                 "  API key: {api_key}\n"
                 "  (shown once; make more with `manage.py create_api_key`)\n".format(url=url, **credentials)
             )

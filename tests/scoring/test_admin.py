@@ -1,0 +1,60 @@
+"""The scoring models in the Django admin: every one has a page; scorers and their versions are
+readable there, and the LLM endpoint is set through the same service as the API."""
+
+import pytest
+
+from scoring.models import Function, LLMEndpoint
+from scoring.scorers import llm
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("model", ["rule", "scoringrun", "spandecisions", "function", "llmendpoint"])
+def test_every_scoring_model_has_an_admin_page(admin_client, model):
+    assert admin_client.get(f"/admin/scoring/{model}/").status_code == 200
+
+
+def test_a_scorer_shows_its_versions_and_cannot_be_edited_in_the_admin(admin_client, owner, project):
+    code = {"type": "inline", "runtime_context": {"runtime": "python", "version": "3.11"}}
+    created = owner.post("/v1/function", {
+        "project_id": str(project.pk), "name": "Short", "slug": "short",
+        "function_data": {"type": "code", "data": {**code, "code": "def handler(output):\n    return 1\n"}},
+    }).json()  # fmt: skip
+    owner.client.patch(
+        f"/v1/function/{created['id']}",
+        {"function_data": {"type": "code", "data": {**code, "code": "def handler(output):\n    return 0\n"}}},
+        format="json",
+    )
+    page = admin_client.get(f"/admin/scoring/function/{created['id']}/change/").content.decode()
+    assert "return 1" in page and "return 0" in page  # both versions
+    admin_client.post(f"/admin/scoring/function/{created['id']}/change/", {"name": "Renamed"})
+    assert Function.objects.get().name == "Short"
+
+
+def test_the_admin_sets_an_endpoint_with_an_encrypted_key_and_keeps_it_when_left_empty(admin_client, org):
+    form = {
+        "organization": org.pk,
+        "base_url": "http://127.0.0.1:9/v1",
+        "default_model": "gpt-4o",
+        "api_key": "sk-secret",
+    }
+    response = admin_client.post("/admin/scoring/llmendpoint/add/", form)
+    assert response.status_code == 302, response.content
+    endpoint = LLMEndpoint.objects.get()
+    assert (
+        "sk-secret" not in endpoint.api_key_encrypted
+        and llm.decrypt(endpoint.api_key_encrypted) == "sk-secret"
+    )
+    assert b"sk-secret" not in admin_client.get(f"/admin/scoring/llmendpoint/{org.pk}/change/").content
+
+    admin_client.post(
+        f"/admin/scoring/llmendpoint/{org.pk}/change/", {**form, "default_model": "gpt-5", "api_key": ""}
+    )
+    endpoint.refresh_from_db()
+    assert endpoint.default_model == "gpt-5" and llm.decrypt(endpoint.api_key_encrypted) == "sk-secret"
+
+
+def test_the_admin_links_the_web_app_and_the_queues_dashboard(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert 'href="/"' in page and 'href="/admin/django_rq/' in page
+    assert admin_client.get("/admin/django_rq/").status_code == 200
