@@ -100,9 +100,13 @@ def test_a_rule_made_in_the_dialog_previews_then_scores_new_traces(page, live_st
     expect(row).to_contain_text("100%")
     expect(row.locator("[data-rule-enabled]")).to_be_checked()
 
+    expect(row.locator("[data-stat=scored]")).to_have_text("0")
     live_stack.stack.sdk_log("rule-dialog-ui", [
         {"name": "chat", "input": "5+5", "output": "10", "expected": "10", "metadata": {"env": "prod"}},
     ])  # fmt: skip
+    # The counts are live: no reload.
+    expect(row.locator("[data-stat=scored]")).to_have_text("1", timeout=SCORED_WITHIN_S * 1000)
+    shot(page, "online_scoring_rules")
     page.get_by_role("link", name="Logs", exact=True).click()
     scored = page.locator("tbody tr", has_text="5+5").locator("td[title='1']")
     reload_until(page, scored)
@@ -111,10 +115,6 @@ def test_a_rule_made_in_the_dialog_previews_then_scores_new_traces(page, live_st
     # The traces logged before the rule existed are not scored online.
     expect(page.locator("tbody tr", has_text="2+2").locator("td.num").first).to_have_text("—")
     shot(page, "logs_scored")
-
-    page.get_by_role("link", name="Online scoring", exact=True).click()
-    expect(row.locator("td.num").nth(1)).to_have_text("1")  # scored
-    shot(page, "online_scoring_rules")
 
 
 def test_a_rule_is_disabled_edited_and_deleted_from_the_list(page, live_stack):

@@ -237,3 +237,16 @@ def test_the_logs_page_pages_through_traces_newest_first(project, owner, owner_u
     second = client.get(page_url(project, "logs") + next_link).content.decode()
     assert second.count("data-row ") == 1 and "question 00" in second  # the oldest, last
     assert "First page" in second and 'rel="next"' not in second
+
+
+def test_a_user_in_two_organizations_moves_between_their_projects(project, owner_user):
+    second = OrganizationFactory(name="beta")
+    elsewhere = ProjectFactory(organization=second, name="elsewhere")
+    Membership.objects.create(organization=second, user=owner_user, role=Membership.Role.OWNER)
+    client = browser(owner_user)
+    page = client.get(page_url(project, "logs")).content.decode()
+    switcher = page[page.index('class="switcher"') : page.index("</details>")]
+    assert "acme" in switcher and "beta" in switcher
+    assert f"/projects/{elsewhere.pk}/" in switcher and f"/projects/{project.pk}/" in switcher
+    other = client.get(page_url(elsewhere, "logs")).content.decode()
+    assert f'data-organization="{second.pk}"' in other  # the page's API calls act in beta

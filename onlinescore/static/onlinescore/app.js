@@ -319,6 +319,28 @@ document.addEventListener("submit", async (event) => {
   }
 });
 
+// The rule list's counts stay live: each rule's stats, every few seconds, while the page is open.
+const STATS_MS = 3000;
+const seconds = (value) => (value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`);
+
+async function rulesStatsRefresh() {
+  for (const row of $$("tr[data-rule-id]")) {
+    try {
+      const stats = await api("GET", `/v1/project_score/${row.dataset.ruleId}/stats`);
+      $('[data-stat="scored"]', row).textContent = stats.scored;
+      const errored = $('[data-stat="errored"]', row);
+      errored.textContent = stats.errored;
+      errored.classList.toggle("error", stats.errored > 0);
+      const lag = $('[data-stat="queue_lag_seconds"]', row);
+      lag.textContent = seconds(stats.queue_lag_seconds);
+      lag.title = `${stats.pending_runs} pending runs`;
+    } catch {
+      // A rule deleted meanwhile, or the server restarting: the next round tries again.
+    }
+  }
+}
+if ($("tr[data-rule-id]")) setInterval(rulesStatsRefresh, STATS_MS);
+
 async function ruleTest(form) {
   clearErrors(form);
   const results = $("[data-test-results]", form);
