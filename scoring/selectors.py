@@ -15,6 +15,7 @@ from projects.selectors import logs_fetch, project_get, project_list
 from scoring.btql.q import order_expression, to_q
 from scoring.btql.query import parse_query
 from scoring.models import Decision, Function, Rule, ScoringRun, SpanDecisions
+from scoring.scorers import builtin
 from scoring.scorers import reference_name as scorer_reference_name
 
 
@@ -340,8 +341,6 @@ def scorer_choices(*, principal: Principal) -> list[dict]:
     """What a rule or a manual run may use, grouped as the pickers show it: the autoevals
     built-ins (local, then LLM-backed), and the custom scorers of each project the principal
     can read. Each option is {"label", "ref", "description"}."""
-    from scoring.scorers import builtin  # the catalogue imports autoevals: only when asked
-
     groups = []
     for needs_llm, title in ((False, "Autoevals"), (True, "Autoevals (LLM)")):
         options = [
