@@ -4,6 +4,7 @@ Every variable is documented in docs/operations.md.
 """
 
 import os
+import urllib.parse
 from pathlib import Path
 
 import dj_database_url
@@ -154,6 +155,12 @@ LOGGING = {
 # Base URL that clients should use, when the server sits behind a proxy. By default the URL
 # of each request is used (it is what /api/apikey/login hands to the SDK).
 PUBLIC_URL = os.environ.get("PUBLIC_URL", "").rstrip("/")
+if PUBLIC_URL:
+    # The web app's forms and scripts post from that origin: let Django's CSRF check accept it,
+    # and, over HTTPS, send the sign-in and CSRF cookies over HTTPS only.
+    _public = urllib.parse.urlsplit(PUBLIC_URL)
+    CSRF_TRUSTED_ORIGINS = [f"{_public.scheme}://{_public.netloc}"]
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _public.scheme == "https"
 
 
 # Online scoring (see docs/operations.md). Each can be set in the environment.

@@ -1,0 +1,43 @@
+"""Settings derived from the environment, read as a fresh process reads them."""
+
+import json
+import os
+import subprocess
+import sys
+
+from django.conf import settings
+
+_READ = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps([getattr(s, 'CSRF_TRUSTED_ORIGINS', []), s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE]))"
+)
+
+
+def settings_with(**env) -> list:
+    environment = {k: v for k, v in os.environ.items() if k not in ("PUBLIC_URL", "DATABASE_URL")}
+    environment.update(DJANGO_SETTINGS_MODULE="onlinescore.settings.base", **env)
+    output = subprocess.run(
+        [sys.executable, "-c", _READ],
+        env=environment,
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(output.splitlines()[-1])
+
+
+def test_an_https_public_url_is_a_trusted_origin_with_secure_cookies():
+    assert settings_with(PUBLIC_URL="https://scores.example.com/base/") == [
+        ["https://scores.example.com"],
+        True,
+        True,
+    ]
+
+
+def test_a_plain_http_public_url_is_trusted_without_secure_cookies():
+    assert settings_with(PUBLIC_URL="http://10.0.0.5:8000") == [["http://10.0.0.5:8000"], False, False]
+
+
+def test_without_a_public_url_only_the_request_host_is_trusted():
+    assert settings_with() == [[], False, False]
