@@ -6,7 +6,9 @@ Each rule decides once per span, on the row as it was when it ended:
   3. the selection: root spans OR the listed span names; neither set selects every span;
   4. deterministic sampling on (rule id, span row id), or the trace's root span id.
 The decisions go to `SpanDecisions`, and each queued (span, rule, scorer) becomes a pending
-`ScoringRun`, enqueued for the workers once the ingest transaction commits.
+`ScoringRun`, enqueued for the workers once the ingest transaction commits. The deciding is
+done before the write takes its lock when the project's rules are known from an earlier write
+(`spans_prepare`), so that under the lock only the inserts are left.
 """
 
 import hashlib
@@ -19,6 +21,7 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 
+from projects.ingest.bulk import bulk_insert
 from projects.ingest.services import EndedSpan
 from scoring.btql.predicate import predicate
 from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
@@ -47,6 +50,7 @@ class CompiledRule:
     names: frozenset[str]
     key: str  # the rule's id as text, as decisions are keyed
     by_trace: bool
+    scorers: tuple[tuple[dict, str], ...]  # (reference, its key) of each scorer
 
     @classmethod
     def of(cls, rule: Rule) -> "CompiledRule":
@@ -57,6 +61,7 @@ class CompiledRule:
             frozenset(rule.apply_to_span_names or ()),
             str(rule.pk),
             rule.sample_by == Rule.SampleBy.TRACE,
+            tuple((ref, reference_key(ref)) for ref in rule.scorers),
         )
 
     def decide(self, row: dict) -> tuple[Decision, str]:
@@ -78,77 +83,122 @@ class CompiledRule:
         return Decision.QUEUED, ""
 
 
+# Compiled rules by project: (what their stamp was, the rules). See `rules_enabled`.
+_compiled: dict = {}
+_COMPILED_PROJECTS = 10_000  # beyond this, start over rather than grow without bound
+
+
+def rules_enabled(project_ids: set) -> dict:
+    """The enabled rules of these projects, compiled, by project (projects without any are
+    left out). Reading each rule's id and `updated` is enough to tell whether the rules compiled
+    for an earlier write are still the project's: a rule saved, enabled, disabled, created or
+    deleted changes that list. Only then are the rules read and compiled again."""
+    stamps = defaultdict(set)
+    enabled = Rule.objects.filter(project_id__in=project_ids, enabled=True)
+    for project_id, pk, updated in enabled.values_list("project_id", "pk", "updated"):
+        stamps[project_id].add((pk, updated))
+    rules = {
+        p: cached[1] for p, stamp in stamps.items() if (cached := _compiled.get(p)) and cached[0] == stamp
+    }
+    if stale := stamps.keys() - rules.keys():
+        if len(_compiled) > _COMPILED_PROJECTS:
+            _compiled.clear()
+        fresh = defaultdict(list)
+        for rule in enabled.filter(project_id__in=stale):
+            fresh[rule.project_id].append(rule)
+        for project_id in stale:
+            found = fresh[project_id]
+            rules[project_id] = [CompiledRule.of(r) for r in found]
+            _compiled[project_id] = ({(r.pk, r.updated) for r in found}, rules[project_id])
+    for project_id in project_ids - stamps.keys():
+        _compiled.pop(project_id, None)  # no rule left: `spans_prepare` has nothing to do
+    return {p: compiled for p, compiled in rules.items() if compiled}
+
+
+_VALUES = {decision: decision.value for decision in Decision}  # a dict is faster than .value
+_NO_ERRORS: dict = {}  # shared, so that it is serialized once per insert
+
+
+def spans_prepare(*, ending: list[EndedSpan]) -> None:
+    """Decide about spans about to end, before the ingest write takes its lock, so that
+    `spans_end` has only the inserts left to do under it. With no query: by the rules compiled
+    for the project's last write, which `spans_end` checks are still its rules. The decisions
+    are kept with those rules, in `EndedSpan.prepared`."""
+    for e in ending:
+        _, compiled = _compiled.get(e.span.project_id, (None, None))
+        if compiled and not is_scoring_span(e.document):
+            e.prepared[__name__] = (compiled, _decide(e, compiled))
+
+
+def _decide(e: EndedSpan, compiled: list[CompiledRule]) -> tuple[dict, dict, list[CompiledRule]]:
+    """Every rule's decision about a span, any errors, and the rules that queue it."""
+    row = e.row_readonly
+    decisions, errors, queued = {}, {}, []
+    for c in compiled:
+        decision, message = c.decide(row)
+        decisions[c.key] = _VALUES[decision]
+        if message:
+            errors[c.key] = message
+        if decision is Decision.QUEUED:
+            queued.append(c)
+    return decisions, errors or _NO_ERRORS, queued
+
+
 def spans_end(*, ended: list[EndedSpan]) -> list[int]:
-    """Decide about spans that just ended, inside the ingest transaction. Returns the ids of the
-    runs created; they are enqueued after commit."""
+    """Decide about spans that just ended (or take the decisions of `spans_prepare`), inside the
+    ingest transaction. Returns the ids of the runs created; they are enqueued after commit."""
     # Scoring spans first, from the document, so that a batch of them (a worker's write) costs
-    # no query; the row (a copy in the API's shape) only for spans some rule will look at.
+    # no query.
     ended = [e for e in ended if not is_scoring_span(e.document)]
     if not ended:
         return []
-    rules = defaultdict(list)
-    for rule in Rule.objects.filter(project_id__in={e.span.project_id for e in ended}, enabled=True):
-        rules[rule.project_id].append(CompiledRule.of(rule))
+    rules = rules_enabled({e.span.project_id for e in ended})
     if not rules:
         return []
-    spans = [(e, e.row) for e in ended if e.span.project_id in rules]
     now = timezone.now()
-    records, runs = [], []
-    for e, row in spans:
+    # A span deleted and logged again ends again: it is a new span, with new decisions. It may
+    # even end twice in one write: the last end decides, and a scorer runs once.
+    records, runs = {}, {}
+    for e in ended:
         compiled = rules.get(e.span.project_id)
         if not compiled:
             continue
-        decisions, errors = {}, {}
-        for c in compiled:
-            decision, message = c.decide(row)
-            decisions[c.key] = decision.value
-            if message:
-                errors[c.key] = message
-            if decision == Decision.QUEUED:
-                runs.extend(
-                    ScoringRun(project_id=e.span.project_id, span=e.span, rule=c.rule, scorer=ref,
-                               scorer_key=reference_key(ref), created=now, updated=now)
-                    for ref in c.rule.scorers
-                )  # fmt: skip
-        records.append(
-            SpanDecisions(
-                span=e.span,
-                project_id=e.span.project_id,
-                ended_at=e.ended_at,
-                decisions=decisions,
-                errors=errors,
-            )
+        # Decided before the lock on the same row, by these very rules (any change to them
+        # makes `rules_enabled` compile a new list): what deciding now would give.
+        prepared = e.prepared.get(__name__)
+        decisions, errors, queued = (
+            prepared[1] if prepared and prepared[0] is compiled else _decide(e, compiled)
         )
-    # A span deleted and logged again ends again: it is a new span, with new decisions. It may
-    # even end twice in one write: the last end decides, and a scorer runs once.
-    records = list({record.span_id: record for record in records}.values())
-    runs = list({(r.span_id, r.rule_id, r.scorer_key): r for r in runs}.values())
-    SpanDecisions.objects.bulk_create(
-        records,
-        update_conflicts=True,
-        unique_fields=["span"],
-        update_fields=["ended_at", "decisions", "errors"],
-    )
-    restarted = []
-    if runs:
+        span_id, project_id = e.span.pk, e.span.project_id
+        for c in queued:
+            for ref, scorer_key in c.scorers:
+                runs[(span_id, c.rule.pk, scorer_key)] = {
+                    "project_id": project_id, "span_id": span_id, "rule_id": c.rule.pk, "scorer": ref,
+                    "scorer_key": scorer_key, "created": now, "updated": now,
+                }  # fmt: skip
+        records[span_id] = {"span_id": span_id, "project_id": project_id, "ended_at": e.ended_at,
+                            "decisions": decisions, "errors": errors}  # fmt: skip
+    bulk_insert(SpanDecisions, records.values(), update_fields=["ended_at", "decisions", "errors"])
+    # The runs that exist already are not inserted (nor returned).
+    run_ids = bulk_insert(ScoringRun, runs.values(), ignore_conflicts=True, returning=True)
+    if len(run_ids) < len(runs):
         # A span deleted and logged again is a new span: the runs of its first life start over,
         # so that it keeps one run (and one score) per rule and scorer.
+        new = set(run_ids)
         existing = {
             (span_id, rule_id, scorer_key): pk
             for pk, span_id, rule_id, scorer_key in ScoringRun.objects.filter(
-                span__in={run.span_id for run in runs}, rule__isnull=False
+                span__in={key[0] for key in runs}, rule__isnull=False
             ).values_list("pk", "span_id", "rule_id", "scorer_key")
+            if pk not in new
         }
-        restarted = [pk for r in runs if (pk := existing.get((r.span_id, r.rule_id, r.scorer_key)))]
-        if restarted:
-            # A worker still holding one of them loses its lease: its result is not recorded.
-            ScoringRun.objects.filter(pk__in=restarted).update(
-                status=ScoringRun.Status.PENDING, attempts=0, scores=None, error="", scoring_span_row_id="",
-                not_before=None, lease_token=None, lease_expires=None, finished=None, created=now, updated=now,
-            )  # fmt: skip
-        runs = [r for r in runs if (r.span_id, r.rule_id, r.scorer_key) not in existing]
-        ScoringRun.objects.bulk_create(runs)
-    run_ids = [run.pk for run in runs] + restarted
+        restarted = [pk for key in runs if (pk := existing.get(key))]
+        # A worker still holding one of them loses its lease: its result is not recorded.
+        ScoringRun.objects.filter(pk__in=restarted).update(
+            status=ScoringRun.Status.PENDING, attempts=0, scores=None, error="", scoring_span_row_id="",
+            not_before=None, lease_token=None, lease_expires=None, finished=None, created=now, updated=now,
+        )  # fmt: skip
+        run_ids += restarted
     if run_ids:
         from scoring.services import runs_enqueue
 
@@ -158,3 +208,7 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
 
 def on_spans_ended(sender, ended, **kwargs):
     spans_end(ended=ended)
+
+
+def on_spans_ending(sender, ending, **kwargs):
+    spans_prepare(ending=ending)

@@ -14,6 +14,7 @@ from projects.models import Project, Span
 from projects.selectors import logs_fetch, project_get, project_list
 from scoring.btql.q import order_expression, to_q
 from scoring.btql.query import parse_query
+from scoring.engine import is_scoring_span
 from scoring.models import Decision, Function, Rule, ScoringRun, SpanDecisions
 from scoring.scorers import builtin
 from scoring.scorers import reference_name as scorer_reference_name
@@ -104,7 +105,7 @@ def scoring_state(*, project: Project, row_id: str) -> dict:
     runs = defaultdict(list)
     for run in ScoringRun.objects.filter(span=span).select_related("span").order_by("pk"):
         runs[run.rule_id].append(run)
-    is_scorer = (span.span_attributes or {}).get("purpose") == "scorer"
+    is_scorer = is_scoring_span({"span_attributes": span.span_attributes})
     rules = []
     for rule in Rule.objects.filter(project=project).order_by("created", "pk"):
         decision, message = _rule_decision(rule, span, record, runs.get(rule.pk, []), is_scorer)
@@ -317,7 +318,7 @@ def trace_get(*, project: Project, row_id: str) -> list[dict]:
         event["duration"] = end - start if start is not None and end is not None else None
         event["offset"] = round(100 * (start - t0) / total, 2) if start is not None else 0
         event["width"] = max(round(100 * (event["duration"] or 0) / total, 2), 0.5)
-        event["is_scorer"] = (event["span_attributes"] or {}).get("purpose") == "scorer"
+        event["is_scorer"] = is_scoring_span(event)
         ordered.append(event)
         for child in sorted(children[event["span_id"]], key=_start_key):
             visit(child, depth + 1)

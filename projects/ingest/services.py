@@ -10,19 +10,21 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, OperationalError, connection, transaction
 from django.db.models.functions import Collate
 from django.utils import timezone
 
 from onlinescore.exceptions import ApplicationError, NotFound, ValidationError
 from projects.auth import Principal
+from projects.ingest.bulk import bulk_insert
 from projects.ingest.merge import apply_write, copy_json, has_ended
 from projects.ingest.rows import Write, parse_row
 from projects.models import Comment, Project, Span, Transaction
 from projects.selectors import project_get, span_event
-from projects.signals import spans_ended
+from projects.signals import spans_ended, spans_ending
 
 _LOOKUP_CHUNK = 500
 _WRITE_ATTEMPTS = 5
@@ -33,11 +35,17 @@ _RETRY_SQLSTATES = frozenset({"23505", "40P01", "40001"})
 @dataclass(frozen=True)
 class EndedSpan:
     """A span that ended in this write: the saved row, and the row as it was at its end
-    (later rows of the same batch may have changed the saved one)."""
+    (later rows of the same batch may have changed the saved one).
+
+    The same object goes to `spans_ending`, before the write, then to `spans_ended`; before the
+    write `span` is not saved yet (a new row has no pk, and no row has this write's xact_id), so
+    receivers of `spans_ending` read `document` or `row_readonly`. `prepared` carries what a
+    receiver works out in the first for the second, each under a key of its own."""
 
     span: Span
     document: dict
     ended_at: datetime
+    prepared: dict = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def at_end(self) -> Span:
@@ -52,6 +60,16 @@ class EndedSpan:
     def row(self) -> dict:
         """The row as it was at its end, in the API's event shape."""
         return span_event(self.at_end)
+
+    @property
+    def row_readonly(self) -> dict:
+        """`row` without the copy, for receivers that only read it: its values are the stored
+        document's own, so it must not be changed. The scoring engine reads one per ended span,
+        where the copy and the model instance would cost more than its 20 filters."""
+        # span_event only reads attributes: a namespace holds them without a model instance.
+        values = SimpleNamespace(**_columns(self.document), xact_id=self.span.xact_id,
+                                 row_id=self.span.row_id, project_id=self.span.project_id)  # fmt: skip
+        return span_event(values)
 
 
 def logs_ingest(*, principal: Principal | None, rows: Any, project: Project | None = None) -> list[str]:
@@ -192,7 +210,8 @@ def _without_clock(values: dict) -> dict:
 class _Plan:
     """What a batch changes, worked out from the rows as they were read."""
 
-    spans: list[tuple[tuple, _State, dict]]  # (key, state, new column values), in key order
+    spans: list[tuple[_State, dict, Span]]  # (state, new column values, the row to save), in key order
+    ended: list[EndedSpan]  # the spans this batch ends
     comments: list[Comment]
     read: set[tuple]  # (model, project, row id) of every row the batch writes, found or not
     versions: dict[tuple, int]  # (model, project, row id) -> xact_id of each of them found
@@ -204,8 +223,11 @@ def _write(writes: list[Write], projects: dict[int, Project]) -> None:
     The new state of every row is worked out before the write lock is taken (on SQLite one lock
     serializes every writer, so time under it is the ingest rate). Under the lock, the rows are
     checked to be as they were read; if another request wrote one meanwhile, the plan is made
-    again from rows read under the lock."""
+    again from rows read under the lock. So are the spans it will end announced before the
+    lock (`spans_ending`), for receivers to do their part of the work there."""
     plan = _plan(writes, projects, lock=False)
+    if plan.ended:
+        spans_ending.send(sender=Span, ending=plan.ended)
     with transaction.atomic():
         if _versions(plan.read, lock=True) != plan.versions:
             plan = _plan(writes, projects, lock=True)
@@ -226,8 +248,18 @@ def _plan(writes: list[Write], projects: dict[int, Project], *, lock: bool) -> _
     comment_keys = {(projects[w.index].pk, w.row_id) for w in comment_writes}
     stored_comments = _load(Comment, comment_keys, lock=lock)
     # Sorted, so that concurrent batches touching the same rows lock them in the same order.
+    spans = [
+        (state, values, state.span or Span(project_id=key[0], row_id=key[1]))
+        for key, state in sorted(states.items())
+        if (values := state.changes()) is not None
+    ]
     return _Plan(
-        spans=[(key, s, values) for key, s in sorted(states.items()) if (values := s.changes()) is not None],
+        spans=spans,
+        ended=[
+            EndedSpan(span, document, ended_at)
+            for state, _, span in spans
+            for document, ended_at in state.ends
+        ],
         comments=_comment_changes(comment_writes, projects, stored_comments, now),
         read={(Span, *key) for key in span_keys} | {(Comment, *key) for key in comment_keys},
         versions={
@@ -250,28 +282,29 @@ def _save(plan: _Plan) -> None:
     if not plan.spans and not plan.comments:
         return
     xact = Transaction.objects.create()
-    new, updated, ended = [], [], []
-    for (project_id, row_id), state, values in plan.spans:
-        span = state.span or Span(project_id=project_id, row_id=row_id)
+    new, updated = [], []
+    for state, values, span in plan.spans:
         _fill(span, values, xact.id)
         (updated if state.span else new).append(span)
-        ended.extend(EndedSpan(span, document, ended_at) for document, ended_at in state.ends)
     # New rows: a plain INSERT, so that a row another request inserted meanwhile is a unique
     # violation (and a retry), never a silent overwrite.
-    Span.objects.bulk_create(new)
-    if updated:
-        # Stored rows, locked: one upsert writes them all. bulk_update would build a CASE per
-        # column and row, and a save() per row costs a statement per row.
-        Span.objects.bulk_create(
-            updated, update_conflicts=True, unique_fields=["project", "row_id"], update_fields=_SPAN_COLUMNS
-        )
+    for span, pk in zip(new, bulk_insert(Span, map(_row_of, new), returning=True), strict=True):
+        span.pk, span._state.adding, span._state.db = pk, False, DEFAULT_DB_ALIAS  # as bulk_create does
+    # Stored rows, locked: one upsert writes them all. bulk_update would build a CASE per column
+    # and row, and a save() per row costs a statement per row.
+    bulk_insert(
+        Span,
+        [{"id": span.pk, **_row_of(span)} for span in updated],
+        unique_fields=["project", "row_id"],
+        update_fields=_SPAN_COLUMNS,
+    )
     for comment in plan.comments:
         comment.xact_id = xact.id
         if comment.pk is not None:
             comment.save(update_fields=[*_COMMENT_FIELDS, "xact_id"])
     Comment.objects.bulk_create([c for c in plan.comments if c.pk is None])
-    if ended:
-        spans_ended.send(sender=Span, ended=ended)
+    if plan.ended:
+        spans_ended.send(sender=Span, ended=plan.ended)
 
 
 def _apply_one(state: _State, w: Write, now: datetime) -> None:
@@ -317,6 +350,13 @@ def _columns(document: dict) -> dict:
         "type": str(attributes.get("type") or "")[:64],
         "created": document["created"],
     }
+
+
+_SPAN_FIELDS = [f.attname for f in Span._meta.concrete_fields if not f.primary_key]
+
+
+def _row_of(span: Span) -> dict:
+    return {name: getattr(span, name) for name in _SPAN_FIELDS}
 
 
 def _fill(span: Span, values: dict, xact_id: int) -> None:

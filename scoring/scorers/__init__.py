@@ -132,10 +132,14 @@ def resolve(ref: dict, *, organization=None, principal=None, project=None) -> Sc
     return custom.resolve(ref, organization=organization, principal=principal, project=project)
 
 
+ARGUMENTS = ("input", "output", "expected", "metadata")  # what a scorer is called with
+
+
 def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
     """Score one span (`span` holds input, output, expected, metadata). Never raises: a failure
-    is the outcome's `error`, `transient` when retrying may help."""
-    arguments = {name: span.get(name) for name in ("input", "output", "expected", "metadata")}
+    is the outcome's `error`, `transient` when retrying may help. The outcome's `input` is
+    `span` itself when it holds just those: read it, do not change it."""
+    arguments = span if span.keys() == _ARGUMENT_KEYS else {name: span.get(name) for name in ARGUMENTS}
     outcome = Outcome(scorer=scorer.name, input=arguments, start=time.time())
     try:
         if scorer.blocking:
@@ -155,6 +159,9 @@ def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
         outcome.transient = is_transient(exc)
     outcome.end = time.time()
     return outcome
+
+
+_ARGUMENT_KEYS = set(ARGUMENTS)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -1,0 +1,103 @@
+"""One INSERT for many rows of a model, for the write paths that insert hundreds per call.
+
+Why not `bulk_create`: it prepares every value of every row through its field, and the rows a
+write inserts together mostly share their values (a batch's time and transaction, the project,
+a rule and its scorer); and on PostgreSQL it binds one parameter per value, which costs psycopg
+more than the insert itself. Measured per batch of 50 ended spans with 20 rules (their
+decisions and about 75 runs): 7 ms on SQLite and 12 ms of CPU on PostgreSQL with bulk_create;
+1.6 and 2.4 ms with `bulk_insert`.
+"""
+
+import json
+import uuid
+from datetime import datetime
+
+from django.db import DEFAULT_DB_ALIAS, connections, models
+
+
+def bulk_insert(
+    model,
+    rows,
+    *,
+    ignore_conflicts: bool = False,
+    update_fields: list[str] | None = None,
+    unique_fields: list[str] | None = None,
+    returning: bool = False,
+) -> list:
+    """Insert `rows` ({attname: value}, all with the same keys; each other field gets its
+    default) in one statement (SQLite: one per 999 values). As bulk_create: with
+    `ignore_conflicts` rows that would break a unique constraint are skipped; with
+    `update_fields` they update those fields of the row they conflict with on `unique_fields`
+    (default: the primary key); else such a row is an IntegrityError. With `returning`, the
+    primary keys of the rows inserted, in their order.
+
+    The values are stored as the ORM stores them: on SQLite each distinct value is prepared by
+    its field; on PostgreSQL the rows go as one JSON document, which the table's row type
+    converts (a JSON null is SQL NULL, as the ORM stores None in a JSONField)."""
+    rows = list(rows)
+    if not rows:
+        return []
+    db = connections[DEFAULT_DB_ALIAS]
+    meta, qn = model._meta, db.ops.quote_name
+    # A column left out is NULL: only those given, or whose default is something else, are sent.
+    fields = [
+        f
+        for f in meta.concrete_fields
+        if f.attname in rows[0] or not isinstance(f, models.AutoField) and f.get_default() is not None
+    ]
+    defaults = {f.attname: f.get_default() for f in fields}
+    table, columns = qn(meta.db_table), ", ".join(qn(f.column) for f in fields)
+    sql = f"INSERT INTO {table} ({columns}) {{}}"
+    if update_fields:
+        unique = ", ".join(qn(meta.get_field(name).column) for name in unique_fields or [meta.pk.name])
+        updates = ", ".join(
+            f"{c} = EXCLUDED.{c}" for c in (qn(meta.get_field(n).column) for n in update_fields)
+        )
+        sql += f" ON CONFLICT ({unique}) DO UPDATE SET {updates}"
+    elif ignore_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
+    if returning:
+        sql += f" RETURNING {qn(meta.pk.column)}"
+    if db.vendor == "postgresql":
+        data = [{f.column: row.get(f.attname, defaults[f.attname]) for f in fields} for row in rows]
+        recordset = f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
+        statements = [(sql.format(recordset), [json.dumps(data, default=_json_scalar)])]
+    else:
+        params, prepared = [], [{} for _ in fields]
+        for row in rows:
+            for field, cache in zip(fields, prepared):
+                value = row.get(field.attname, defaults[field.attname])
+                # By type and value (1, 1.0 and True are equal, and a JSON field stores each
+                # its own way); JSON objects and arrays by identity: `rows` keeps each one alive
+                # until the insert is done.
+                key = id(value) if isinstance(value, (dict, list)) else (value.__class__, value)
+                if (param := cache.get(key, _UNSET)) is _UNSET:
+                    param = cache[key] = field.get_db_prep_save(value, db)
+                params.append(param)
+        width = len(fields)
+        chunk = (db.features.max_query_params or 999) // width * width
+        one = f"({', '.join(['%s'] * width)})"
+        statements = [
+            (sql.format("VALUES " + ", ".join([one] * (len(part) // width))), part)
+            for part in (params[i : i + chunk] for i in range(0, len(params), chunk))
+        ]
+    inserted = []
+    with db.cursor() as cursor:
+        for statement, params in statements:
+            cursor.execute(statement, params)
+            if returning:
+                inserted += [pk for (pk,) in cursor.fetchall()]
+    return inserted
+
+
+_UNSET = object()
+
+
+def _json_scalar(value):
+    """The JSON of the column values that have none: what PostgreSQL reads as a uuid or a
+    timestamptz, as exact as the value (microseconds and offset)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a column value")
