@@ -256,10 +256,13 @@ _redis: redis.Redis | None = None
 
 def _queue():
     """The default queue, on one Redis client per process: django_rq makes a new client per
-    call, and its new connection cost more than the enqueue (at ingest, after each batch)."""
+    call, and its new connection cost more than the enqueue (at ingest, after each batch). The
+    client is made here, with the queue's REDIS_CLIENT_KWARGS, because django-rq ignores them
+    for a URL: a Redis that does not answer must fail the enqueue fast, never hang ingest."""
     global _redis
     if _redis is None:
-        _redis = django_rq.get_connection("default")
+        config = settings.RQ_QUEUES["default"]
+        _redis = redis.Redis.from_url(config["URL"], **config.get("REDIS_CLIENT_KWARGS", {}))
     return django_rq.get_queue("default", commit_mode="auto", connection=_redis)
 
 

@@ -93,7 +93,8 @@ RQ_QUEUES = {
         "URL": REDIS_URL,
         "DEFAULT_TIMEOUT": 300,
         # Ingest enqueues scoring jobs after commit; with Redis down it must fail fast (the runs
-        # stay pending for the sweeper), never hang the request.
+        # stay pending for the sweeper), never hang the request. Applied by scoring.services
+        # (django-rq ignores them when the queue has a URL).
         "REDIS_CLIENT_KWARGS": {"socket_connect_timeout": 2, "socket_timeout": 10},
     },
 }

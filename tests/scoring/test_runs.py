@@ -2,6 +2,7 @@
 sweeper, permissions checked at run time, and enqueueing when Redis is away."""
 
 import math
+import socket
 import time
 import uuid
 from datetime import timedelta
@@ -492,6 +493,20 @@ def dead_redis(monkeypatch, tmp_path):
     """RQ pointed at a socket nobody listens on (built from a URL, as django_rq builds it)."""
     connection = redis.Redis.from_url(f"unix://{tmp_path / 'nobody.sock'}", socket_connect_timeout=0.2)
     monkeypatch.setattr("django_rq.get_queue", lambda *a, **k: rq.Queue("default", connection=connection))
+
+
+def test_enqueueing_gives_up_in_time_on_a_redis_that_never_answers(monkeypatch, settings):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    queue = {**settings.RQ_QUEUES["default"], "URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+             "REDIS_CLIENT_KWARGS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3}}  # fmt: skip
+    settings.RQ_QUEUES = {"default": queue}
+    monkeypatch.setattr(services, "_redis", None)
+    try:
+        started = time.monotonic()
+        assert services.runs_enqueue([1, 2, 3]) is False
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()
 
 
 def test_enqueueing_with_redis_unreachable_returns_false_and_raises_nothing(dead_redis, caplog):
