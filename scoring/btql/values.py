@@ -176,8 +176,18 @@ def text_matches(op: str, text: str, pattern: str) -> bool:
 
 def match(text: str, query: str) -> bool:
     """Every word of `query` is a word of `text`, case-insensitively."""
-    words = _WORDS.findall(query.lower())
-    return bool(words) and set(words) <= set(_WORDS.findall(text.lower()))
+    words = _query_words(query)
+    if not words:
+        return False
+    text = text.lower()
+    # Each word of the text is a substring of it: the substring test turns most texts away
+    # before the text is split into words (a rule's filter runs on every span that ends).
+    return all(word in text for word in words) and words <= set(_WORDS.findall(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _query_words(query: str) -> frozenset[str]:
+    return frozenset(_WORDS.findall(query.lower()))
 
 
 def includes(haystack: Any, needle: Any) -> bool:
