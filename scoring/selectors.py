@@ -313,9 +313,9 @@ def trace_get(*, project: Project, row_id: str) -> list[dict]:
     ordered = []
 
     def visit(event: dict, depth: int) -> None:
-        start, end = _metric(event, "start"), _metric(event, "end")
+        start = _metric(event, "start")
         event["depth"] = depth
-        event["duration"] = end - start if start is not None and end is not None else None
+        event["duration"] = span_duration(event)
         event["offset"] = round(100 * (start - t0) / total, 2) if start is not None else 0
         event["width"] = max(round(100 * (event["duration"] or 0) / total, 2), 0.5)
         event["is_scorer"] = is_scoring_span(event)
@@ -326,6 +326,12 @@ def trace_get(*, project: Project, row_id: str) -> list[dict]:
     for root in sorted(roots, key=_start_key):
         visit(root, 0)
     return ordered
+
+
+def span_duration(event: dict) -> float | None:
+    """Seconds from the span's `metrics.start` to its `metrics.end`, when it has both."""
+    start, end = _metric(event, "start"), _metric(event, "end")
+    return end - start if start is not None and end is not None else None
 
 
 def _metric(event: dict, name: str) -> float | None:

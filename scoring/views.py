@@ -46,10 +46,7 @@ class LogsPage(ScorerPickerMixin, ProjectPage):
             filter_error = {"message": error.message, **error.details}
         score_names = sorted({name for event in events for name in event["scores"] or {}})
         for event in events:
-            start, end = (event["metrics"] or {}).get("start"), (event["metrics"] or {}).get("end")
-            event["duration"] = (
-                end - start if isinstance(start, (int, float)) and isinstance(end, (int, float)) else None
-            )
+            event["duration"] = selectors.span_duration(event)
             event["score_cells"] = [(event["scores"] or {}).get(name) for name in score_names]
         return super().get_context_data(
             events=events,
