@@ -379,6 +379,16 @@ class Instance:
 
         call_command("migrate", interactive=False, verbosity=0)
 
+    def owner(self):
+        """An owner of a new organization: their raw API key, their principal, and a function
+        that gets or makes one of their projects by name."""
+        from projects.auth import principal_from_key
+        from projects.services import api_key_provision, project_get_or_create
+
+        _, key = api_key_provision(org_name="bench", email="bench@localhost", role="owner")
+        principal = principal_from_key(key)
+        return key, principal, lambda name: project_get_or_create(principal=principal, name=name)[0]
+
     def start_server(self, key: str) -> str:
         import requests
 
@@ -648,14 +658,7 @@ def run(instance: Instance, args) -> int:
     instance.setup_django()
     from django.db import connection
 
-    from projects.auth import principal_from_key
-    from projects.services import api_key_provision, project_get_or_create
-
-    _, key = api_key_provision(org_name="bench", email="bench@localhost", role="owner")
-    principal = principal_from_key(key)
-
-    def project(name):
-        return project_get_or_create(principal=principal, name=name)[0]
+    key, principal, project = instance.owner()
 
     engine = connection.vendor
     if engine == "sqlite":

@@ -332,14 +332,7 @@ def run(instance: Instance, args) -> int:
     from django.conf import settings
     from django.db import connection
 
-    from projects.auth import principal_from_key
-    from projects.services import api_key_provision, project_get_or_create
-
-    _, key = api_key_provision(org_name="bench", email="bench@localhost", role="owner")
-    principal = principal_from_key(key)
-
-    def project(name):
-        return project_get_or_create(principal=principal, name=name)[0]
+    key, principal, project = instance.owner()
 
     def workload(proj, seed: int, spans: int = args.spans) -> ScoredWorkload:
         return ScoredWorkload(project_id=str(proj.pk), rows=2 * spans, streams=args.clients, seed=seed)

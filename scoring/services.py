@@ -542,7 +542,7 @@ _SWEEP_CHUNK = 5000
 
 def _queue_is_empty() -> bool:
     try:
-        return django_rq.get_queue("default").count == 0
+        return _queue().count == 0
     except redis.RedisError:
         return False
 
