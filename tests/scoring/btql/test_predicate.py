@@ -100,6 +100,8 @@ def test_edges_evaluate_without_raising(expression):
         ({"bb": [1, 2], "a": 1}, '{"a": 1, "bb": [1, 2]}'),
         ({"b": 1, "a": 2, "aa": 3}, '{"a": 2, "b": 1, "aa": 3}'),
         ({"é": 1, "z": 2}, '{"z": 2, "é": 1}'),  # length in bytes: é is two
+        ({"é": 1, "ab": 2}, '{"ab": 2, "é": 1}'),  # same length: in byte order
+        ({"s": 'a"b\\c\nd\u0001é\u2028'}, '{"s": "a\\"b\\\\c\\nd\\u0001é\u2028"}'),
         # PostgreSQL's numeric has no negative zero
         ([1.0, 2.5, 1e20, 1e-7, -0.0], "[1.0, 2.5, 100000000000000000000, 0.0000001, 0.0]"),
         ("naïve", "naïve"),
