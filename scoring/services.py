@@ -308,6 +308,18 @@ def runs_execute(*, run_ids: list[int]) -> None:
         {run.rule_id for run in runs} - {None}
     )
     projects = Project.objects.select_related("organization").in_bulk({run.project_id for run in runs})
+    # A run whose span, project or rule was deleted after it was queued (they are not database
+    # constraints: see ScoringRun) has nothing left to score, nor anyone to show it to.
+    gone = {
+        run.pk
+        for run in runs
+        if run.span_id not in spans
+        or run.project_id not in projects
+        or (run.rule_id is not None and run.rule_id not in rules)
+    }
+    if gone:
+        ScoringRun.objects.filter(pk__in=gone, lease_token=token).delete()
+        runs = [run for run in runs if run.pk not in gone]
     for run in runs:
         run.span, run.project = spans[run.span_id], projects[run.project_id]
         run.rule = rules.get(run.rule_id)

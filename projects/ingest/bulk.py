@@ -59,9 +59,13 @@ def bulk_insert(
     if returning:
         sql += f" RETURNING {qn(meta.pk.column)}"
     if db.vendor == "postgresql":
-        data = [{f.column: row.get(f.attname, defaults[f.attname]) for f in fields} for row in rows]
+        texts: dict = {}
+        data = [
+            {f.column: _json_value(row.get(f.attname, defaults[f.attname]), texts) for f in fields}
+            for row in rows
+        ]
         recordset = f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
-        statements = [(sql.format(recordset), [json.dumps(data, default=_json_scalar)])]
+        statements = [(sql.format(recordset), [json.dumps(data)])]
     else:
         params, prepared = [], [{} for _ in fields]
         for row in rows:
@@ -93,11 +97,13 @@ def bulk_insert(
 _UNSET = object()
 
 
-def _json_scalar(value):
-    """The JSON of the column values that have none: what PostgreSQL reads as a uuid or a
-    timestamptz, as exact as the value (microseconds and offset)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not a column value")
+def _json_value(value, texts: dict):
+    """A column value as JSON: as it is, or for those JSON has no type for (what PostgreSQL reads
+    as a uuid or a timestamptz) text as exact as the value, microseconds and offset. The rows of
+    a batch share most of these (its time, its project): each is rendered once, in `texts`."""
+    if not isinstance(value, (datetime, uuid.UUID)):
+        return value
+    # Equal datetimes in two time zones are one instant: either text stores the same timestamptz.
+    if (text := texts.get(value)) is None:
+        text = texts[value] = value.isoformat() if isinstance(value, datetime) else str(value)
+    return text

@@ -485,6 +485,33 @@ def test_a_deleted_span_is_not_scored(project, score):
     assert stored("row-1").deleted and stored("row-1").scores == {"human": 0.5}
 
 
+def test_a_run_whose_rule_was_deleted_after_it_was_queued_is_dropped_unscored(project, score):
+    (run,) = score()
+    rule_id = run.rule_id
+    # The rule's delete cascades to the runs it finds; this one was queued just after (ingest
+    # inserted it meanwhile), so it refers to a rule that is gone.
+    services.rule_delete(rule=run.rule)
+    ScoringRun.objects.create(
+        **{f.attname: getattr(run, f.attname) for f in ScoringRun._meta.concrete_fields}
+    )
+    assert ScoringRun.objects.filter(pk=run.pk, rule_id=rule_id).exists()
+    services.runs_execute(run_ids=[run.pk])
+    assert not ScoringRun.objects.filter(pk=run.pk).exists()
+    assert scoring_spans() == [] and stored("row-1").scores == {"human": 0.5}
+
+
+def test_a_run_whose_span_is_gone_is_dropped_and_the_others_of_the_batch_are_scored(project, score):
+    (run,) = score()
+    orphan = ScoringRun.objects.create(
+        project=project, span_id=run.span_id + 1000, rule=run.rule, scorer=EXACT, scorer_key="x",
+        created=run.created, updated=run.updated,
+    )  # fmt: skip
+    services.runs_execute(run_ids=[orphan.pk, run.pk])
+    run.refresh_from_db()
+    assert not ScoringRun.objects.filter(pk=orphan.pk).exists()
+    assert run.status == ScoringRun.Status.DONE and stored("row-1").scores == {"human": 0.5, "ExactMatch": 1}
+
+
 # --- Enqueueing --------------------------------------------------------------------------
 
 
