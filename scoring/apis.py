@@ -10,7 +10,7 @@ from onlinescore.exceptions import Forbidden
 from projects.apis import ProjectScopedAPIView, RawJSONAPIView, validated
 from projects.selectors import project_get
 from scoring import selectors, services
-from scoring.models import Function, LLMEndpoint, Rule
+from scoring.models import Function, Rule
 from scoring.scorers import builtin, llm
 from scoring.serializers import (
     BTQLResultSerializer,
@@ -300,8 +300,7 @@ class LLMEndpointAPI(RawJSONAPIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def get(self, request):
         self._owner()
-        endpoint = LLMEndpoint.objects.filter(organization=request.auth.organization).first()
-        return Response(self._event(endpoint))
+        return Response(self._event(selectors.llm_endpoint_get(organization=request.auth.organization)))
 
     @extend_schema(request=LLMEndpointSerializer, responses={200: OpenApiTypes.OBJECT})
     def put(self, request):
@@ -316,7 +315,7 @@ class LLMEndpointAPI(RawJSONAPIView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     def delete(self, request):
         self._owner()
-        LLMEndpoint.objects.filter(organization=request.auth.organization).delete()
+        services.llm_endpoint_delete(organization=request.auth.organization)
         return Response(self._event(None))
 
     def _owner(self) -> None:

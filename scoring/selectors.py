@@ -15,7 +15,7 @@ from projects.selectors import logs_fetch, project_get, project_list
 from scoring.btql.q import order_expression, to_q
 from scoring.btql.query import parse_query
 from scoring.engine import is_scoring_span
-from scoring.models import Decision, Function, Rule, ScoringRun, SpanDecisions
+from scoring.models import Decision, Function, LLMEndpoint, Rule, ScoringRun, SpanDecisions
 from scoring.scorers import builtin
 from scoring.scorers import reference_name as scorer_reference_name
 
@@ -373,3 +373,8 @@ def scorer_choices(*, principal: Principal) -> list[dict]:
         {"group": f"Project {name}", "options": options} for name, options in sorted(by_project.items())
     ]
     return groups
+
+
+def llm_endpoint_get(*, organization) -> LLMEndpoint | None:
+    """The organization's endpoint for LLM-backed scorers, if it set one."""
+    return LLMEndpoint.objects.filter(organization=organization).first()

@@ -828,3 +828,7 @@ def llm_endpoint_set(*, organization, base_url: str, default_model: str, api_key
         endpoint.api_key_encrypted = llm.encrypt(api_key)
     endpoint.save()
     return endpoint
+
+
+def llm_endpoint_delete(*, organization) -> None:
+    LLMEndpoint.objects.filter(organization=organization).delete()

@@ -159,6 +159,22 @@ def test_putting_the_endpoint_without_an_api_key_keeps_the_stored_key(owner, org
     assert owner.get("/v1/llm_endpoint").json()["api_key_set"] is True
 
 
+def test_an_owner_removes_the_endpoint_and_llm_scorers_are_then_unconfigured(owner, org):
+    configure(owner)
+    removed = owner.client.delete("/v1/llm_endpoint")
+    assert removed.status_code == 200 and removed.json() == {"configured": False}
+    assert owner.get("/v1/llm_endpoint").json() == {"configured": False}
+    assert catalogue(owner)["llm_endpoint_configured"] is False
+    assert not LLMEndpoint.objects.filter(organization=org).exists()
+
+
+def test_a_member_cannot_remove_the_endpoint(owner, org):
+    configure(owner)
+    removed = Api(member_key(org)).client.delete("/v1/llm_endpoint")
+    assert removed.status_code == 403 and removed.json()["error"]["code"] == "permission_denied"
+    assert LLMEndpoint.objects.filter(organization=org).exists()
+
+
 def test_members_can_neither_read_nor_set_the_endpoint(owner, org):
     configure(owner)
     member = Api(member_key(org))
