@@ -9,6 +9,7 @@ wrong. Live rules, manual scoring and Test rule all score through `run`.
 
 import concurrent.futures
 import math
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +34,8 @@ class TransientScorerError(ScorerError):
 class Scorer:
     """Something that scores. `fn(input=, output=, expected=, metadata=)` returns any of the
     contract's shapes. A `blocking` scorer (I/O, user code) runs on a pool thread under the
-    scorer timeout; the others are pure local computations and run inline."""
+    scorer timeout; the others are pure local computations and run inline, under the same limit
+    in CPU seconds where it can be enforced (see `_call_with_cpu_limit`)."""
 
     name: str
     fn: Callable[..., Any]
@@ -145,7 +147,7 @@ def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
         if scorer.blocking:
             raw = _call_with_timeout(scorer, arguments, timeout or settings.SCORING_SCORER_TIMEOUT)
         else:
-            raw = scorer.fn(**arguments)
+            raw = _call_with_cpu_limit(scorer, arguments, timeout or settings.SCORING_SCORER_TIMEOUT)
         outcome.scores, outcome.metadata = normalize(raw, scorer.name)
         outcome.metrics = dict(getattr(raw, "metrics", None) or {})
         problem = unstorable(
@@ -153,7 +155,7 @@ def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
         )
         if problem:
             raise ScorerError(f"The scorer returned a value that cannot be stored: {problem}")
-    except Exception as exc:  # noqa: BLE001 -- any scorer failure is the user's to see, not ours to raise
+    except (Exception, _OutOfTime) as exc:  # noqa: BLE001 -- any scorer failure is the user's to see, not ours to raise
         outcome.scores, outcome.metadata, outcome.metrics = {}, {}, {}
         outcome.error = without_unstorable_characters(_describe(exc))
         outcome.transient = is_transient(exc)
@@ -228,7 +230,7 @@ def _preview(value: Any, limit: int = 120) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ScorerError):
+    if isinstance(exc, (ScorerError, _OutOfTime)):
         return str(exc)
     message = str(exc) or "(no message)"
     return f"{type(exc).__name__}: {message}"
@@ -253,3 +255,36 @@ def _call_with_timeout(scorer: Scorer, arguments: dict, timeout: float) -> Any:
         return future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         raise TransientScorerError(f"The scorer timed out after {timeout:g} s.") from None
+
+
+class _OutOfTime(BaseException):
+    """Raised in a local scorer at its CPU limit. Not an Exception: scorer code that catches
+    those (autoevals does, in places) must not swallow it and compute on."""
+
+
+_cpu_seconds = 0.0  # the limit of the local scorer running now (in the main thread)
+_cpu_handler_installed = False
+
+
+def _out_of_time(signum, frame):
+    raise _OutOfTime(f"The scorer computed for more than {_cpu_seconds:g} s of CPU time and was stopped.")
+
+
+def _call_with_cpu_limit(scorer: Scorer, arguments: dict, seconds: float) -> Any:
+    """Stop a local scorer that computes for more than `seconds` of CPU time: one slow scorer
+    must not hold a worker, and with it every project's scoring. A CPU timer, not a clock, so as
+    not to touch SIGALRM, which RQ uses for its job timeout. Signals reach only the main thread
+    (the worker's); elsewhere (a Test rule in a web thread) the scorer runs unbounded, as C code
+    does everywhere: builtin.py bounds the C work of the built-ins before it starts."""
+    global _cpu_seconds, _cpu_handler_installed
+    if threading.current_thread() is not threading.main_thread():
+        return scorer.fn(**arguments)
+    if not _cpu_handler_installed:  # once, and left: the timer is only armed around a call
+        signal.signal(signal.SIGVTALRM, _out_of_time)
+        _cpu_handler_installed = True
+    _cpu_seconds = seconds
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        return scorer.fn(**arguments)
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)

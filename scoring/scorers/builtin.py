@@ -22,14 +22,44 @@ class _NoCache(dict):
 autoevals.EmbeddingSimilarity._CACHE = _NoCache()
 
 
-def _compare(cls) -> Scorer:
+# The worker stops a local scorer after SCORING_SCORER_TIMEOUT seconds of CPU, but only between
+# Python bytecodes: the C code of polyleven (Levenshtein's edit distance, n x m / 64 steps) and of
+# scipy (ListContains' assignment, cubic) cannot be interrupted. Their inputs are bounded first;
+# a span beyond the bound gets an error on its scoring span instead of stalling a worker.
+LEVENSHTEIN_MAX_PAIRS = 2_000_000_000  # output length x expected length: about 0.5 s
+LIST_MAX_PAIRS = 250_000  # ListContains: output items x expected items
+
+
+def _bounded(pairs: int, limit: int, what: str) -> None:
+    if pairs > limit:
+        raise ScorerError(
+            f"{what}: {pairs:,} pairs to compare, more than the {limit:,} a local scorer takes."
+        )
+
+
+class Levenshtein(autoevals.Levenshtein):
+    def _run_eval_sync(self, output, expected=None, **kwargs):
+        if expected is not None:
+            _bounded(len(str(output)) * len(str(expected)), LEVENSHTEIN_MAX_PAIRS,
+                     "Levenshtein compares every character of the output with every character of the expected value")  # fmt: skip
+        return super()._run_eval_sync(output, expected, **kwargs)
+
+
+class ListContains(autoevals.ListContains):
+    def _run_eval_sync(self, output, expected=None, **kwargs):
+        if isinstance(output, list) and isinstance(expected, list):
+            _bounded(len(output) * len(expected), LIST_MAX_PAIRS,
+                     "ListContains compares every item of the output with every expected item")  # fmt: skip
+        return super()._run_eval_sync(output, expected, **kwargs)
+
+
+def _compare(instance) -> Scorer:
     """A scorer of output against expected (the question, `input`, goes along as context)."""
-    instance = cls()
 
     def score(*, input, output, expected, metadata):
         return instance.eval(output=output, expected=expected, input=input)
 
-    return Scorer(name=cls.__name__, fn=score, requires=("output", "expected"))
+    return Scorer(name=instance._name(), fn=score, requires=("output", "expected"))
 
 
 def _valid_json(*, input, output, expected, metadata):
@@ -40,11 +70,11 @@ def _valid_json(*, input, output, expected, metadata):
 REGISTRY: dict[str, Scorer] = {
     scorer.name: scorer
     for scorer in (
-        _compare(autoevals.ExactMatch),
-        _compare(autoevals.Levenshtein),
-        _compare(autoevals.NumericDiff),
-        _compare(autoevals.JSONDiff),
-        _compare(autoevals.ListContains),
+        _compare(autoevals.ExactMatch()),
+        _compare(Levenshtein()),
+        _compare(autoevals.NumericDiff()),
+        _compare(autoevals.JSONDiff(string_scorer=Levenshtein())),
+        _compare(ListContains(pairwise_scorer=Levenshtein())),
         Scorer(name="ValidJSON", fn=_valid_json, requires=("output",)),
     )
 }

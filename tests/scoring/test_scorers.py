@@ -1,6 +1,9 @@
 """Scorers: the return contract (`normalize`), running one (`run`), references, and the built-ins."""
 
+import concurrent.futures
 import math
+import signal
+import time
 from types import SimpleNamespace
 
 import autoevals
@@ -137,8 +140,6 @@ def test_a_4xx_answer_is_not_transient():
 
 
 def test_a_blocking_scorer_that_overruns_its_timeout_is_a_transient_error():
-    import time
-
     def slow(**_):
         time.sleep(0.5)
         return 1
@@ -221,6 +222,11 @@ SAMPLES = [
         {"input": None, "output": {"a": 1, "b": "x"}, "expected": {"a": 1, "b": "y"}},
     ),
     ("JSONDiff", autoevals.JSONDiff, {"input": None, "output": '{"a": [1, 2]}', "expected": {"a": [1, 3]}}),
+    (
+        "ListContains",
+        autoevals.ListContains,
+        {"input": None, "output": ["paris", "rome"], "expected": ["Paris", "Berlin"]},
+    ),
 ]
 
 
@@ -250,6 +256,66 @@ def test_the_valid_json_samples_cover_both_answers():
 def test_a_builtin_that_cannot_compare_reports_an_error():
     outcome = scorers.run(builtin.REGISTRY["Levenshtein"], {"output": "a", "expected": None})
     assert outcome.error == "ValueError: LevenshteinScorer requires an expected value"
+
+
+def test_a_local_scorer_that_computes_too_long_is_stopped_with_an_error():
+    def forever(**_):
+        while True:
+            pass
+
+    started = time.monotonic()
+    outcome = scorers.run(Scorer(name="forever", fn=forever), SPAN, timeout=0.2)
+    assert time.monotonic() - started < 5
+    assert outcome.error == "The scorer computed for more than 0.2 s of CPU time and was stopped."
+    assert not outcome.transient and outcome.scores == {}
+
+
+def test_a_local_scorer_that_catches_every_exception_is_stopped_all_the_same():
+    def stubborn(**_):
+        while True:
+            try:
+                while True:
+                    pass
+            except Exception:  # noqa: BLE001 -- what careless scorer code does
+                continue
+
+    outcome = scorers.run(Scorer(name="stubborn", fn=stubborn), SPAN, timeout=0.2)
+    assert outcome.error == "The scorer computed for more than 0.2 s of CPU time and was stopped."
+
+
+def test_the_cpu_timer_is_disarmed_after_each_local_scorer_even_one_that_fails():
+    for fn in (lambda **_: 1, lambda **_: 1 / 0):
+        scorers.run(Scorer(name="s", fn=fn), SPAN, timeout=0.2)
+        assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+
+
+def test_a_local_scorer_runs_outside_the_main_thread_without_the_cpu_limit():
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        outcome = pool.submit(
+            scorers.run, builtin.REGISTRY["ExactMatch"], {"output": 1, "expected": 1}
+        ).result()
+    assert outcome.error is None and outcome.scores == {"ExactMatch": 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "output", "expected", "message"),
+    [
+        ("Levenshtein", "a" * 50_000, "b" * 50_000, "Levenshtein compares every character"),
+        ("JSONDiff", {"text": "a" * 50_000}, {"text": "b" * 50_000}, "Levenshtein compares every character"),
+        ("ListContains", ["x"] * 501, ["y"] * 501, "ListContains compares every item"),
+    ],
+)
+def test_builtins_refuse_inputs_whose_c_code_could_not_be_stopped(name, output, expected, message):
+    started = time.monotonic()
+    outcome = scorers.run(builtin.REGISTRY[name], {"output": output, "expected": expected})
+    assert time.monotonic() - started < 1
+    assert message in outcome.error and "more than the" in outcome.error
+    assert not outcome.transient
+
+
+def test_builtins_compare_long_inputs_within_the_bound():
+    outcome = scorers.run(builtin.REGISTRY["Levenshtein"], {"output": "a" * 20_000, "expected": "a" * 19_000})
+    assert outcome.error is None and outcome.scores == {"Levenshtein": 0.95}
 
 
 def test_every_builtin_resolves_by_its_name():
