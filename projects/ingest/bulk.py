@@ -1,4 +1,5 @@
-"""One INSERT for many rows of a model, for the write paths that insert hundreds per call.
+"""One INSERT (or UPDATE) for many rows of a model, for the write paths that write hundreds of
+rows per call.
 
 Why not `bulk_create`: it prepares every value of every row through its field, and the rows a
 write inserts together mostly share their values (a batch's time and transaction, the project,
@@ -29,11 +30,8 @@ def bulk_insert(
     `ignore_conflicts` rows that would break a unique constraint are skipped; with
     `update_fields` they update those fields of the row they conflict with on `unique_fields`
     (default: the primary key); else such a row is an IntegrityError. With `returning`, the
-    primary keys of the rows inserted, in their order.
-
-    The values are stored as the ORM stores them: on SQLite each distinct value is prepared by
-    its field; on PostgreSQL the rows go as one JSON document, which the table's row type
-    converts (a JSON null is SQL NULL, as the ORM stores None in a JSONField)."""
+    primary keys of the rows inserted, in their order. The values are stored as the ORM stores
+    them (see `_execute`)."""
     rows = list(rows)
     if not rows:
         return []
@@ -58,22 +56,59 @@ def bulk_insert(
         sql += " ON CONFLICT DO NOTHING"
     if returning:
         sql += f" RETURNING {qn(meta.pk.column)}"
+    return _execute(
+        db, model, fields, rows, defaults, returning=returning,
+        postgresql=lambda recordset: sql.format(f"SELECT {columns} FROM {recordset}"),
+        sqlite=lambda values: sql.format(values),
+    )  # fmt: skip
+
+
+def bulk_update(model, rows, fields: list[str]) -> None:
+    """Set `fields` of the rows whose primary keys `rows` hold ({attname: value}, each with the
+    primary key and those fields) in one statement (SQLite: one per 999 values): the other
+    columns are not written, nor are the indexes that do not cover these fields. Rows that do
+    not exist are left out. Values are stored as by `bulk_insert`."""
+    rows = list(rows)
+    if not rows:
+        return
+    db = connections[DEFAULT_DB_ALIAS]
+    meta, qn = model._meta, db.ops.quote_name
+    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
+    table, pk = qn(meta.db_table), qn(meta.pk.column)
+    sets = ", ".join(f"{c} = v.{c}" for c in (qn(f.column) for f in columns[1:]))
+    sql = f"UPDATE {table} SET {sets} FROM {{}} AS v WHERE {table}.{pk} = v.{pk}"
+    # SQLite names the columns of VALUES column1, column2, ...
+    named = ", ".join(f"column{i} AS {qn(f.column)}" for i, f in enumerate(columns, start=1))
+    _execute(
+        db, model, columns, rows, {}, returning=False,
+        postgresql=lambda recordset: sql.format(recordset),
+        sqlite=lambda values: sql.format(f"(SELECT {named} FROM ({values}))"),
+    )  # fmt: skip
+
+
+def _execute(db, model, fields, rows, defaults, *, returning, postgresql, sqlite) -> list:
+    """Run the statement that `postgresql` (given the rows as a typed record set) or `sqlite`
+    (given them as VALUES) makes, with the values of `fields` in `rows` (or their `defaults`).
+    On SQLite each distinct value is prepared by its field, and the rows are split to fit the
+    999 parameters of a statement; on PostgreSQL they go as one JSON document, which the table's
+    row type converts (a JSON null is SQL NULL, as the ORM stores None in a JSONField)."""
     if db.vendor == "postgresql":
         texts: dict = {}
         data = [
-            {f.column: _json_value(row.get(f.attname, defaults[f.attname]), texts) for f in fields}
+            {f.column: _json_value(row.get(f.attname, defaults.get(f.attname)), texts) for f in fields}
             for row in rows
         ]
-        recordset = f"SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
-        statements = [(sql.format(recordset), [json.dumps(data)])]
+        table = db.ops.quote_name(model._meta.db_table)
+        recordset = f"jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
+        statements = [(postgresql(recordset), [json.dumps(data)])]
     else:
         params, prepared = [], [{} for _ in fields]
         for row in rows:
             for field, cache in zip(fields, prepared):
-                value = row.get(field.attname, defaults[field.attname])
+                value = row.get(field.attname, defaults.get(field.attname))
                 # By type and value (1, 1.0 and True are equal, and a JSON field stores each
                 # its own way); JSON objects and arrays by identity: `rows` keeps each one alive
-                # until the insert is done.
+                # until the statement is done.
                 key = id(value) if isinstance(value, (dict, list)) else (value.__class__, value)
                 if (param := cache.get(key, _UNSET)) is _UNSET:
                     param = cache[key] = field.get_db_prep_save(value, db)
@@ -82,7 +117,7 @@ def bulk_insert(
         chunk = (db.features.max_query_params or 999) // width * width
         one = f"({', '.join(['%s'] * width)})"
         statements = [
-            (sql.format("VALUES " + ", ".join([one] * (len(part) // width))), part)
+            (sqlite("VALUES " + ", ".join([one] * (len(part) // width))), part)
             for part in (params[i : i + chunk] for i in range(0, len(params), chunk))
         ]
     inserted = []

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from onlinescore.exceptions import ApplicationError, NotFound, ValidationError
 from projects.auth import Principal
-from projects.ingest.bulk import bulk_insert
+from projects.ingest.bulk import bulk_insert, bulk_update
 from projects.ingest.merge import apply_write, copy_json, has_ended
 from projects.ingest.rows import Write, parse_row
 from projects.models import Comment, Project, Span, Transaction
@@ -164,7 +164,6 @@ _SPAN_DATA = (
     "deleted",
     "ended_at",
 )
-_SPAN_COLUMNS = [*_SPAN_DATA, "xact_id"]
 
 
 @dataclass
@@ -290,13 +289,12 @@ def _save(plan: _Plan) -> None:
     # violation (and a retry), never a silent overwrite.
     for span, pk in zip(new, bulk_insert(Span, map(_row_of, new), returning=True), strict=True):
         span.pk, span._state.adding, span._state.db = pk, False, DEFAULT_DB_ALIAS  # as bulk_create does
-    # Stored rows, locked: one upsert writes them all. bulk_update would build a CASE per column
-    # and row, and a save() per row costs a statement per row.
-    bulk_insert(
-        Span,
-        [{"id": span.pk, **_row_of(span)} for span in updated],
-        unique_fields=["project", "row_id"],
-        update_fields=_SPAN_COLUMNS,
+    # Stored rows, locked: one UPDATE writes the columns that changed in any of them (an end
+    # writes the output, a score merge the scores), not the whole rows and every index; the
+    # ORM's bulk_update would build a CASE per column and row, and save() is a statement a row.
+    fields = [*_changed_columns(plan), "xact_id"]
+    bulk_update(
+        Span, [{"id": span.pk, **{name: getattr(span, name) for name in fields}} for span in updated], fields
     )
     for comment in plan.comments:
         comment.xact_id = xact.id
@@ -305,6 +303,15 @@ def _save(plan: _Plan) -> None:
     Comment.objects.bulk_create([c for c in plan.comments if c.pk is None])
     if plan.ended:
         spans_ended.send(sender=Span, ended=plan.ended)
+
+
+def _changed_columns(plan: _Plan) -> list[str]:
+    """The columns that change in at least one of the stored rows the plan writes."""
+    changed = set()
+    for state, values, _ in plan.spans:
+        if state.span is not None:
+            changed.update(name for name, value in values.items() if value != state.stored[name])
+    return sorted(changed)
 
 
 def _apply_one(state: _State, w: Write, now: datetime) -> None:

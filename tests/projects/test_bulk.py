@@ -1,12 +1,12 @@
-"""`bulk_insert`, the one-statement insert of the ingest and scoring write paths: what it stores
-is what bulk_create stores, on SQLite and on PostgreSQL."""
+"""`bulk_insert` and `bulk_update`, the one-statement writes of the ingest and scoring paths:
+what they store is what the ORM stores, on SQLite and on PostgreSQL."""
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.db import IntegrityError, transaction
 
-from projects.ingest.bulk import bulk_insert
+from projects.ingest.bulk import bulk_insert, bulk_update
 from projects.models import Span
 from tests.factories import ProjectFactory
 
@@ -63,3 +63,29 @@ def test_a_row_that_exists_is_an_error_skipped_or_updated_as_asked():
                 update_fields=["input", "xact_id"])  # fmt: skip
     span = Span.objects.get(pk=first)
     assert (span.input, span.output, span.xact_id) == ("updated", {"answer": "first"}, 8)
+
+
+def test_bulk_update_sets_the_fields_given_as_the_orm_would_and_nothing_else():
+    by_orm, by_bulk_update = ProjectFactory(), ProjectFactory()
+    for project in (by_orm, by_bulk_update):
+        bulk_insert(Span, [span_row(project, i, "before") for i in range(len(VALUES))])
+    for i, value in enumerate(VALUES):
+        Span.objects.filter(project=by_orm, row_id=f"row-{i}").update(input=value, output=None, xact_id=8)
+    spans = {s.row_id: s.pk for s in Span.objects.filter(project=by_bulk_update)}
+    bulk_update(Span, [{"id": spans[f"row-{i}"], "input": value, "output": None, "xact_id": 8}
+                       for i, value in enumerate(VALUES)], ["input", "output", "xact_id"])  # fmt: skip
+
+    assert stored(by_bulk_update) == stored(by_orm)
+    assert {s["metadata"] for s in stored(by_bulk_update)} == {None} and stored(by_bulk_update)[0][
+        "name"
+    ] == "étape"
+
+
+def test_bulk_update_leaves_out_rows_that_do_not_exist_and_spans_several_statements():
+    project = ProjectFactory()
+    ids = bulk_insert(Span, [span_row(project, i, i) for i in range(400)], returning=True)
+    # 401 rows of 3 values: two statements on SQLite (999 values each).
+    bulk_update(Span, [{"id": pk, "input": -i, "xact_id": 9} for i, pk in enumerate([*ids, max(ids) + 1])],
+                ["input", "xact_id"])  # fmt: skip
+    assert Span.objects.count() == 400
+    assert [(s.input, s.xact_id) for s in Span.objects.order_by("pk")] == [(-i, 9) for i in range(400)]
