@@ -149,9 +149,9 @@ def rules_report(project, workload: "Workload") -> dict:
 
     scorers_of = {str(r.pk): len(r.scorers) for r in Rule.objects.filter(project=project)}
     decisions, expected_runs, records = Counter(), 0, 0
-    for row in SpanDecisions.objects.filter(project=project).values_list("decisions", flat=True):
+    for record in SpanDecisions.objects.filter(project=project).select_related("rule_set"):
         records += 1
-        for rule_id, decision in row.items():
+        for rule_id, decision in record.decisions.items():
             decisions[decision] += 1
             if decision == Decision.QUEUED:
                 expected_runs += scorers_of[rule_id]

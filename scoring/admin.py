@@ -67,6 +67,12 @@ class SpanDecisionsAdmin(ReadOnlyAdmin):
     list_filter = ["project"]
     list_select_related = ["span", "project"]
     show_full_result_count = False
+    fields = ["span", "project", "ended_at", "decisions", "errors"]
+    readonly_fields = fields
+
+    @admin.display(description="decisions (rule id: decision)")
+    def decisions(self, record: SpanDecisions) -> dict:
+        return record.decisions
 
 
 class FunctionVersionInline(admin.TabularInline):

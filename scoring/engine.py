@@ -12,6 +12,7 @@ done before the write takes its lock when the project's rules are known from an 
 """
 
 import hashlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from django.utils import timezone
 from projects.ingest.bulk import bulk_insert
 from projects.ingest.services import EndedSpan
 from scoring.btql.predicate import predicate
-from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
+from scoring.models import DECISION_CODES, Decision, Rule, RuleSet, ScoringRun, SpanDecisions
 from scoring.scorers import reference_key
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,15 @@ class CompiledRule:
         return Decision.QUEUED, ""
 
 
-# Compiled rules by project: (what their stamp was, the rules). See `rules_enabled`.
+@dataclass(frozen=True)
+class Compiled:
+    """A project's enabled rules, compiled, and the rule set their decisions are recorded in."""
+
+    rules: tuple[CompiledRule, ...]
+    rule_set_id: int
+
+
+# By project: (what its rules' stamp was, Compiled). See `rules_enabled`.
 _compiled: dict = {}
 _COMPILED_PROJECTS = 10_000  # beyond this, start over rather than grow without bound
 
@@ -97,10 +106,10 @@ def rules_enabled(project_ids: set) -> dict:
     enabled = Rule.objects.filter(project_id__in=project_ids, enabled=True)
     for project_id, pk, updated in enabled.values_list("project_id", "pk", "updated"):
         stamps[project_id].add((pk, updated))
-    rules = {
+    compiled = {
         p: cached[1] for p, stamp in stamps.items() if (cached := _compiled.get(p)) and cached[0] == stamp
     }
-    if stale := stamps.keys() - rules.keys():
+    if stale := stamps.keys() - compiled.keys():
         if len(_compiled) > _COMPILED_PROJECTS:
             _compiled.clear()
         fresh = defaultdict(list)
@@ -108,14 +117,29 @@ def rules_enabled(project_ids: set) -> dict:
             fresh[rule.project_id].append(rule)
         for project_id in stale:
             found = fresh[project_id]
-            rules[project_id] = [CompiledRule.of(r) for r in found]
-            _compiled[project_id] = ({(r.pk, r.updated) for r in found}, rules[project_id])
+            compiled[project_id] = Compiled(
+                tuple(CompiledRule.of(r) for r in found), _rule_set_id(project_id, [str(r.pk) for r in found])
+            )
+            _compiled[project_id] = ({(r.pk, r.updated) for r in found}, compiled[project_id])
     for project_id in project_ids - stamps.keys():
         _compiled.pop(project_id, None)  # no rule left: `spans_prepare` has nothing to do
-    return {p: compiled for p, compiled in rules.items() if compiled}
+    return {p: c for p, c in compiled.items() if c.rules}
 
 
-_VALUES = {decision: decision.value for decision in Decision}  # a dict is faster than .value
+def rule_set_digest(rules: list[str]) -> str:
+    return hashlib.sha256(json.dumps(rules).encode()).hexdigest()
+
+
+def _rule_set_id(project_id, rules: list[str]) -> int:
+    """The rule set of these rules, made the first time they are a project's enabled rules."""
+    # ON CONFLICT DO NOTHING, then read: another process may make the same set meanwhile, and a
+    # unique violation would abort the ingest transaction this runs in.
+    digest = rule_set_digest(rules)
+    bulk_insert(RuleSet, [{"project_id": project_id, "rules": rules, "digest": digest, "created": timezone.now()}],
+                ignore_conflicts=True)  # fmt: skip
+    return RuleSet.objects.values_list("pk", flat=True).get(project_id=project_id, digest=digest)
+
+
 _NO_ERRORS: dict = {}  # shared, so that it is serialized once per insert
 
 
@@ -126,22 +150,22 @@ def spans_prepare(*, ending: list[EndedSpan]) -> None:
     are kept with those rules, in `EndedSpan.prepared`."""
     for e in ending:
         _, compiled = _compiled.get(e.span.project_id, (None, None))
-        if compiled and not is_scoring_span(e.document):
+        if compiled and compiled.rules and not is_scoring_span(e.document):
             e.prepared[__name__] = (compiled, _decide(e, compiled))
 
 
-def _decide(e: EndedSpan, compiled: list[CompiledRule]) -> tuple[dict, dict, list[CompiledRule]]:
-    """Every rule's decision about a span, any errors, and the rules that queue it."""
+def _decide(e: EndedSpan, compiled: Compiled) -> tuple[str, dict, list[CompiledRule]]:
+    """Every rule's decision about a span (its codes), any errors, and the rules that queue it."""
     row = e.row_readonly
-    decisions, errors, queued = {}, {}, []
-    for c in compiled:
+    codes, errors, queued = [], {}, []
+    for c in compiled.rules:
         decision, message = c.decide(row)
-        decisions[c.key] = _VALUES[decision]
+        codes.append(DECISION_CODES[decision])
         if message:
             errors[c.key] = message
         if decision is Decision.QUEUED:
             queued.append(c)
-    return decisions, errors or _NO_ERRORS, queued
+    return "".join(codes), errors or _NO_ERRORS, queued
 
 
 def spans_end(*, ended: list[EndedSpan]) -> list[int]:
@@ -164,11 +188,9 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
         if not compiled:
             continue
         # Decided before the lock on the same row, by these very rules (any change to them
-        # makes `rules_enabled` compile a new list): what deciding now would give.
+        # makes `rules_enabled` compile them again): what deciding now would give.
         prepared = e.prepared.get(__name__)
-        decisions, errors, queued = (
-            prepared[1] if prepared and prepared[0] is compiled else _decide(e, compiled)
-        )
+        codes, errors, queued = prepared[1] if prepared and prepared[0] is compiled else _decide(e, compiled)
         span_id, project_id = e.span.pk, e.span.project_id
         for c in queued:
             for ref, scorer_key in c.scorers:
@@ -177,8 +199,8 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
                     "scorer_key": scorer_key, "created": now, "updated": now,
                 }  # fmt: skip
         records[span_id] = {"span_id": span_id, "project_id": project_id, "ended_at": e.ended_at,
-                            "decisions": decisions, "errors": errors}  # fmt: skip
-    bulk_insert(SpanDecisions, records.values(), update_fields=["ended_at", "decisions", "errors"])
+                            "rule_set_id": compiled.rule_set_id, "codes": codes, "errors": errors}  # fmt: skip
+    bulk_insert(SpanDecisions, records.values(), update_fields=["ended_at", "rule_set", "codes", "errors"])
     # The runs that exist already are not inserted (nor returned).
     run_ids = bulk_insert(ScoringRun, runs.values(), ignore_conflicts=True, returning=True)
     if len(run_ids) < len(runs):

@@ -3,9 +3,8 @@
 import uuid
 from collections import defaultdict
 
-from django.db.models import CharField, Count, Min, Q, QuerySet, Subquery
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
+from django.db.models import Case, Count, Min, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Substr
 from django.utils import timezone
 
 from onlinescore.exceptions import NotFound
@@ -15,7 +14,16 @@ from projects.selectors import logs_fetch, project_get, project_list
 from scoring.btql.q import order_expression, to_q
 from scoring.btql.query import parse_query
 from scoring.engine import is_scoring_span
-from scoring.models import Decision, Function, LLMEndpoint, Rule, ScoringRun, SpanDecisions
+from scoring.models import (
+    DECISION_CODES,
+    Decision,
+    Function,
+    LLMEndpoint,
+    Rule,
+    RuleSet,
+    ScoringRun,
+    SpanDecisions,
+)
 from scoring.scorers import builtin
 from scoring.scorers import reference_name as scorer_reference_name
 
@@ -101,14 +109,15 @@ def scoring_state(*, project: Project, row_id: str) -> dict:
     span = Span.objects.filter(project=project, row_id=row_id, deleted=False).first()
     if span is None:
         raise NotFound(f"No log with id {row_id!r} in this project.")
-    record = SpanDecisions.objects.filter(span=span).first()
+    record = SpanDecisions.objects.filter(span=span).select_related("rule_set").first()
+    decisions, errors = (record.decisions, record.errors) if record else ({}, {})
     runs = defaultdict(list)
     for run in ScoringRun.objects.filter(span=span).select_related("span").order_by("pk"):
         runs[run.rule_id].append(run)
     is_scorer = is_scoring_span({"span_attributes": span.span_attributes})
     rules = []
     for rule in Rule.objects.filter(project=project).order_by("created", "pk"):
-        decision, message = _rule_decision(rule, span, record, runs.get(rule.pk, []), is_scorer)
+        decision, message = _rule_decision(rule, span, decisions, errors, runs.get(rule.pk, []), is_scorer)
         rules.append(
             {
                 "rule_id": str(rule.pk),
@@ -138,13 +147,13 @@ _EXPLANATIONS = {
 
 
 def _rule_decision(
-    rule: Rule, span: Span, record, runs: list[ScoringRun], is_scorer: bool
+    rule: Rule, span: Span, decisions: dict, errors: dict, runs: list[ScoringRun], is_scorer: bool
 ) -> tuple[str, str]:
     if is_scorer:
         return "not_evaluated", "Scoring spans are never scored."
     if span.ended_at is None:
         return "not_evaluated", "The span has not ended: rules decide when a span ends (metrics.end)."
-    code = record.decisions.get(str(rule.pk)) if record else None
+    code = decisions.get(str(rule.pk))
     if code is None:
         if rule.created > span.ended_at:
             why = "The rule was created after the span ended."
@@ -152,7 +161,7 @@ def _rule_decision(
             why = "The rule was not enabled when the span ended."
         return "not_evaluated", why + " Score it by hand with POST /v1/project_logs/{project_id}/score."
     if code == Decision.ERROR:
-        return code, record.errors.get(str(rule.pk), "")
+        return code, errors.get(str(rule.pk), "")
     if code == Decision.QUEUED and runs:
         failed = [run for run in runs if run.status == ScoringRun.Status.ERROR]
         if failed:
@@ -206,10 +215,18 @@ def rule_stats(*, rule: Rule) -> dict:
     """Counts over the spans the rule saw: matched (passed the filter and the selection),
     sampled, scored (every run done) and errored (a run failed); pending runs, and the queue
     lag, the age in seconds of the oldest unfinished run."""
-    # Cast: so that `__in` compares text, not JSON values (which SQLite would parse).
-    decision = Cast(KeyTextTransform(str(rule.pk), "decisions"), CharField())
-    seen = SpanDecisions.objects.filter(project=rule.project_id).annotate(decision=decision)
-    matched = seen.filter(decision__in=[Decision.NOT_SAMPLED, Decision.QUEUED]).count()
+    # The rule's decision is the character at its place in the codes of each rule set it is in.
+    places = {
+        pk: rules.index(str(rule.pk))
+        for pk, rules in RuleSet.objects.filter(project=rule.project_id).values_list("pk", "rules")
+        if str(rule.pk) in rules
+    }
+    code = Case(
+        *(When(rule_set=pk, then=Substr("codes", i + 1, 1)) for pk, i in places.items()), default=Value("")
+    )
+    seen = SpanDecisions.objects.filter(project=rule.project_id, rule_set__in=places).annotate(code=code)
+    codes = {decision: DECISION_CODES[decision] for decision in (Decision.NOT_SAMPLED, Decision.QUEUED)}
+    matched = seen.filter(code__in=codes.values()).count()
     runs = ScoringRun.objects.filter(rule=rule)
     per_span = runs.values("span").annotate(
         failed=Count("pk", filter=Q(status=ScoringRun.Status.ERROR)),
@@ -219,7 +236,7 @@ def rule_stats(*, rule: Rule) -> dict:
     oldest = unfinished.aggregate(oldest=Min("created"))["oldest"]
     return {
         "matched": matched,
-        "sampled": seen.filter(decision=Decision.QUEUED).count(),
+        "sampled": seen.filter(code=codes[Decision.QUEUED]).count(),
         "scored": per_span.filter(failed=0, open=0).count(),
         "errored": per_span.filter(failed__gt=0).count(),
         "pending_runs": unfinished.count(),

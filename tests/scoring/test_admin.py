@@ -3,8 +3,9 @@ readable there, and the LLM endpoint is set through the same service as the API.
 
 import pytest
 
-from scoring.models import Function, LLMEndpoint
+from scoring.models import Function, LLMEndpoint, SpanDecisions
 from scoring.scorers import llm
+from tests.scoring.conftest import log, rule_body
 
 pytestmark = pytest.mark.django_db
 
@@ -12,6 +13,14 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize("model", ["rule", "scoringrun", "spandecisions", "function", "llmendpoint"])
 def test_every_scoring_model_has_an_admin_page(admin_client, model):
     assert admin_client.get(f"/admin/scoring/{model}/").status_code == 200
+
+
+def test_a_decision_record_shows_each_rules_decision_in_the_admin(admin_client, owner, project, queued):
+    rule = owner.post("/v1/project_score", rule_body(project, btql_filter="metadata.env = 'prod'")).json()
+    log(owner, project, {"id": "a", "metadata": {"env": "dev"}, "metrics": {"start": 1, "end": 2}})
+    record = SpanDecisions.objects.get(span__row_id="a")
+    page = admin_client.get(f"/admin/scoring/spandecisions/{record.pk}/change/").content.decode()
+    assert rule["id"] in page and "filtered_out" in page
 
 
 def test_a_scorer_shows_its_versions_and_cannot_be_edited_in_the_admin(admin_client, owner, project):

@@ -237,6 +237,37 @@ RULE_ID = uuid.UUID("6f1d9a52-3c1e-4d8e-9d40-1b9e1f0c2a77")
 KEYS = [f"row-{i}" for i in range(5000)]
 
 
+def test_spans_ended_under_the_same_rules_share_one_rule_set_and_hold_a_character_per_rule(
+    make_rule, project, enqueue_calls
+):
+    first, second = make_rule("a", btql_filter="metadata.env = 'prod'"), make_rule("b")
+    log(project, ended("x", metadata={"env": "prod"}), ended("y", metadata={"env": "dev"}))
+    x, y = (SpanDecisions.objects.get(span=span(project, r)) for r in "xy")
+    assert x.rule_set_id == y.rule_set_id and x.rule_set.rules == [str(first.pk), str(second.pk)]
+    assert (x.codes, y.codes) == ("qq", "fq")
+    assert y.decisions == {str(first.pk): FO, str(second.pk): Q}
+
+
+def test_editing_a_rule_keeps_the_rule_set_and_adding_or_disabling_one_makes_another(
+    make_rule, project, enqueue_calls
+):
+    first = make_rule("b")
+    log(project, ended("1"))
+    services.rule_update(rule=first, description="edited", online={"btql_filter": "metadata.env = 'prod'"})
+    log(project, ended("2", metadata={"env": "prod"}))
+    second = make_rule("a")  # sorts first: the rules' order changes with it
+    log(project, ended("3"))
+    services.rule_update(rule=second, online={"enabled": False})
+    log(project, ended("4"))
+
+    sets = [SpanDecisions.objects.get(span=span(project, r)).rule_set for r in "1234"]
+    assert sets[0] == sets[1] == sets[3] and sets[2] != sets[0]
+    assert sets[2].rules == [str(second.pk), str(first.pk)]
+    assert [decisions(project, r) for r in "1234"] == [
+        {str(first.pk): Q}, {str(first.pk): Q}, {str(second.pk): Q, str(first.pk): FO}, {str(first.pk): FO},
+    ]  # fmt: skip
+
+
 def test_sampling_is_deterministic():
     first = [sampled(RULE_ID, key, 0.5) for key in KEYS[:500]]
     assert first == [sampled(RULE_ID, key, 0.5) for key in KEYS[:500]]

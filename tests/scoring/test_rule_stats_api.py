@@ -139,3 +139,18 @@ def test_stats_need_read_on_the_project(org, owner, project, anonymous):
     assert stranger.get(path).status_code == 404
     assert anonymous.get(path).status_code == 401
     assert owner.get(f"/v1/project_score/{uuid.uuid4()}/stats").status_code == 404
+
+
+def test_stats_count_the_spans_decided_under_every_list_of_rules_the_rule_was_in(owner, project, queued):
+    rule = owner.post(
+        "/v1/project_score", rule_body(project, name="b", btql_filter="metadata.keep = true")
+    ).json()
+    log(owner, project, ended("1"), ended("2", keep=False))
+    # A rule that sorts first: the rule's place in the decisions of later spans moves.
+    other = owner.post(
+        "/v1/project_score", rule_body(project, name="a", btql_filter="metadata.keep = false")
+    ).json()
+    log(owner, project, ended("3"), ended("4", keep=False), ended("5"))
+
+    assert (stats(owner, rule["id"])["matched"], stats(owner, rule["id"])["sampled"]) == (3, 3)
+    assert (stats(owner, other["id"])["matched"], stats(owner, other["id"])["sampled"]) == (1, 1)
