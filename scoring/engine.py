@@ -117,27 +117,30 @@ def rules_enabled(project_ids: set) -> dict:
             fresh[rule.project_id].append(rule)
         for project_id in stale:
             found = fresh[project_id]
-            compiled[project_id] = Compiled(
-                tuple(CompiledRule.of(r) for r in found), _rule_set_id(project_id, [str(r.pk) for r in found])
-            )
-            _compiled[project_id] = ({(r.pk, r.updated) for r in found}, compiled[project_id])
+            rule_set_id, made = _rule_set(project_id, [str(r.pk) for r in found])
+            compiled[project_id] = Compiled(tuple(CompiledRule.of(r) for r in found), rule_set_id)
+            entry = ({(r.pk, r.updated) for r in found}, compiled[project_id])
+            if made:
+                # Kept once committed: if this write rolls back, its rule set is gone too.
+                transaction.on_commit(partial(_compiled.__setitem__, project_id, entry))
+            else:
+                _compiled[project_id] = entry
     for project_id in project_ids - stamps.keys():
         _compiled.pop(project_id, None)  # no rule left: `spans_prepare` has nothing to do
-    return {p: c for p, c in compiled.items() if c.rules}
+    return compiled
 
 
-def rule_set_digest(rules: list[str]) -> str:
-    return hashlib.sha256(json.dumps(rules).encode()).hexdigest()
-
-
-def _rule_set_id(project_id, rules: list[str]) -> int:
-    """The rule set of these rules, made the first time they are a project's enabled rules."""
+def _rule_set(project_id, rules: list[str]) -> tuple[int, bool]:
+    """The id of the rule set of these rules, and whether this call made it (the first time
+    they are the project's enabled rules)."""
+    digest = hashlib.sha256(json.dumps(rules).encode()).hexdigest()
     # ON CONFLICT DO NOTHING, then read: another process may make the same set meanwhile, and a
     # unique violation would abort the ingest transaction this runs in.
-    digest = rule_set_digest(rules)
-    bulk_insert(RuleSet, [{"project_id": project_id, "rules": rules, "digest": digest, "created": timezone.now()}],
-                ignore_conflicts=True)  # fmt: skip
-    return RuleSet.objects.values_list("pk", flat=True).get(project_id=project_id, digest=digest)
+    made = bulk_insert(RuleSet, [{"project_id": project_id, "rules": rules, "digest": digest,
+                                  "created": timezone.now()}], ignore_conflicts=True, returning=True)  # fmt: skip
+    if made:
+        return made[0], True
+    return RuleSet.objects.values_list("pk", flat=True).get(project_id=project_id, digest=digest), False
 
 
 _NO_ERRORS: dict = {}  # shared, so that it is serialized once per insert
@@ -150,7 +153,7 @@ def spans_prepare(*, ending: list[EndedSpan]) -> None:
     are kept with those rules, in `EndedSpan.prepared`."""
     for e in ending:
         _, compiled = _compiled.get(e.span.project_id, (None, None))
-        if compiled and compiled.rules and not is_scoring_span(e.document):
+        if compiled and not is_scoring_span(e.document):
             e.prepared[__name__] = (compiled, _decide(e, compiled))
 
 

@@ -16,7 +16,7 @@ from projects.models import APIKey, Span
 from projects.signals import spans_ended
 from scoring import engine, services
 from scoring.engine import sampled
-from scoring.models import Decision, Rule, ScoringRun, SpanDecisions
+from scoring.models import Decision, Rule, RuleSet, ScoringRun, SpanDecisions
 from tests.factories import ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -268,6 +268,18 @@ def test_editing_a_rule_keeps_the_rule_set_and_adding_or_disabling_one_makes_ano
     ]  # fmt: skip
 
 
+def test_a_rule_set_made_by_a_write_that_rolled_back_is_not_used_by_the_next_one(
+    make_rule, project, enqueue_calls
+):
+    rule = make_rule()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        log(project, ended("a"))
+        raise RuntimeError("the write fails after the rules made their rule set")
+    assert not RuleSet.objects.exists()
+    log(project, ended("b"))
+    assert decisions(project, "b") == {str(rule.pk): Q}
+
+
 def test_sampling_is_deterministic():
     first = [sampled(RULE_ID, key, 0.5) for key in KEYS[:500]]
     assert first == [sampled(RULE_ID, key, 0.5) for key in KEYS[:500]]
@@ -476,8 +488,9 @@ def test_runs_are_enqueued_only_after_the_ingest_commits(
     with django_capture_on_commit_callbacks() as callbacks:
         log(project, ended("a"), ended("b"))
         assert enqueue_calls == []
-    assert enqueue_calls == [] and len(callbacks) == 1
-    callbacks[0]()
+    assert enqueue_calls == [] and callbacks
+    for callback in callbacks:
+        callback()
     assert enqueue_calls == [sorted(ScoringRun.objects.values_list("pk", flat=True))]
     assert len(enqueue_calls[0]) == 4
 

@@ -575,7 +575,7 @@ def test_spans_are_accepted_while_redis_is_down_and_their_runs_stay_pending(
     )  # fmt: skip
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         logs_ingest(principal=None, rows=[SPAN], project=project)
-    assert len(callbacks) == 1 and stored("row-1").ended_at is not None
+    assert callbacks and stored("row-1").ended_at is not None
     (run,) = ScoringRun.objects.all()
     assert run.status == ScoringRun.Status.PENDING and run.attempts == 0
 
