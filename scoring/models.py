@@ -144,7 +144,8 @@ class ScoringRun(models.Model):
     id = models.BigAutoField(primary_key=True)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     # Span and rule have no index of their own: the unique (span, rule, scorer) index and the
-    # (rule, status) one serve them. Each claim and finish of a run rewrites all its indexes.
+    # (rule, status) one serve them. Every index is written at ingest, and on PostgreSQL again
+    # by each claim and finish of the run.
     span = models.ForeignKey(
         Span, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
