@@ -6,4 +6,7 @@ class ProjectsConfig(AppConfig):
     verbose_name = "Organizations, projects and logs"
 
     def ready(self):
-        from projects import schema  # noqa: F401 registers the OpenAPI authentication scheme
+        from projects import (
+            checks,  # noqa: F401 registers the system checks
+            schema,  # noqa: F401 registers the OpenAPI authentication scheme
+        )
