@@ -225,8 +225,8 @@ def rule_stats(*, rule: Rule) -> dict:
         *(When(rule_set=pk, then=Substr("codes", i + 1, 1)) for pk, i in places.items()), default=Value("")
     )
     seen = SpanDecisions.objects.filter(project=rule.project_id, rule_set__in=places).annotate(code=code)
-    codes = {decision: DECISION_CODES[decision] for decision in (Decision.NOT_SAMPLED, Decision.QUEUED)}
-    matched = seen.filter(code__in=codes.values()).count()
+    sampled = DECISION_CODES[Decision.QUEUED]
+    matched = seen.filter(code__in=[DECISION_CODES[Decision.NOT_SAMPLED], sampled]).count()
     runs = ScoringRun.objects.filter(rule=rule)
     per_span = runs.values("span").annotate(
         failed=Count("pk", filter=Q(status=ScoringRun.Status.ERROR)),
@@ -236,7 +236,7 @@ def rule_stats(*, rule: Rule) -> dict:
     oldest = unfinished.aggregate(oldest=Min("created"))["oldest"]
     return {
         "matched": matched,
-        "sampled": seen.filter(code=codes[Decision.QUEUED]).count(),
+        "sampled": seen.filter(code=sampled).count(),
         "scored": per_span.filter(failed=0, open=0).count(),
         "errored": per_span.filter(failed__gt=0).count(),
         "pending_runs": unfinished.count(),

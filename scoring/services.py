@@ -28,7 +28,7 @@ from projects.ingest.bulk import bulk_update
 from projects.ingest.services import logs_ingest
 from projects.models import Project, Span
 from projects.selectors import span_event
-from scoring import scorers
+from scoring import scorers, selectors
 from scoring.btql.errors import BTQLError
 from scoring.btql.predicate import predicate
 from scoring.btql.q import to_q
@@ -819,9 +819,7 @@ def function_invoke(
 
 def llm_endpoint_set(*, organization, base_url: str, default_model: str, api_key: str | None) -> LLMEndpoint:
     """Set the organization's LLM endpoint; `api_key` None keeps the stored one."""
-    endpoint = LLMEndpoint.objects.filter(organization=organization).first() or LLMEndpoint(
-        organization=organization
-    )
+    endpoint = selectors.llm_endpoint_get(organization=organization) or LLMEndpoint(organization=organization)
     endpoint.base_url, endpoint.default_model = base_url, default_model
     if api_key is not None:
         endpoint.api_key_encrypted = llm.encrypt(api_key)
