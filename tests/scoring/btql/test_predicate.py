@@ -104,6 +104,13 @@ def test_edges_evaluate_without_raising(expression):
         ({"s": 'a"b\\c\nd\u0001é\u2028'}, '{"s": "a\\"b\\\\c\\nd\\u0001é\u2028"}'),
         # PostgreSQL's numeric has no negative zero
         ([1.0, 2.5, 1e20, 1e-7, -0.0], "[1.0, 2.5, 100000000000000000000, 0.0000001, 0.0]"),
+        ([0.1, -2.5e-05, 123.456], "[0.1, -0.000025, 123.456]"),
+        # objects of one shape reuse their key order, whatever their insertion order
+        (
+            [{"bb": 1, "a": 2}, {"bb": 3, "a": 4}, {"a": 5, "bb": 6}],
+            '[{"a": 2, "bb": 1}, {"a": 4, "bb": 3}, {"a": 5, "bb": 6}]',
+        ),
+        ({"a": {}, "b": [], "c": [{}]}, '{"a": {}, "b": [], "c": [{}]}'),
         ("naïve", "naïve"),
         (True, "true"),
         (None, None),
