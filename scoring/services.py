@@ -25,7 +25,7 @@ from django.utils import timezone
 from onlinescore.exceptions import ValidationError
 from projects.auth import Principal, has_permission, principal_of
 from projects.ingest.bulk import bulk_update
-from projects.ingest.services import logs_ingest
+from projects.ingest.services import logs_record_results
 from projects.models import Project, Span
 from projects.selectors import span_event
 from scoring import scorers, selectors
@@ -428,15 +428,15 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             .filter(lease_token=token, status=ScoringRun.Status.RUNNING)
             .values_list("pk", flat=True)
         )
-        # Read now, not when the runs were claimed: a span deleted meanwhile must not get a
-        # score, which would log it again as a new row.
+        # Read now, not when the runs were claimed: the run of a span deleted meanwhile ends in
+        # an error that says so (its score would not be merged anyway).
         deleted = set(
             Span.objects.filter(pk__in={r.run.span_id for r in results}, deleted=True).values_list(
                 "pk", flat=True
             )
         )
         rows: dict[Project, list[dict]] = defaultdict(list)
-        merges: dict[tuple, dict] = {}
+        merges: dict[Project, dict[str, dict]] = defaultdict(dict)
         finished = []
         for result in results:
             run, outcome = result.run, result.outcome
@@ -458,17 +458,15 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             row = scoring_span_row(run, outcome)
             rows[run.project].append(row)
             if outcome.error is None:
-                merges.setdefault((run.project, run.span.row_id), {}).update(outcome.scores)
+                merges[run.project].setdefault(run.span.row_id, {}).update(outcome.scores)
             run.status = ScoringRun.Status.ERROR if outcome.error else ScoringRun.Status.DONE
             run.scores, run.error = (None, outcome.error) if outcome.error else (outcome.scores, "")
             run.scoring_span_row_id = row["id"]
             run.lease_token = run.lease_expires = None
             run.finished = run.updated = now
             finished.append(run)
-        for (project, row_id), values in merges.items():
-            rows[project].append({"id": row_id, "_is_merge": True, "scores": values})
-        for project, project_rows in rows.items():
-            logs_ingest(principal=None, rows=project_rows, project=project)
+        for project in sorted(rows.keys() | merges.keys(), key=lambda p: p.pk):  # a fixed lock order
+            logs_record_results(project=project, rows=rows[project], scores=merges[project])
         # One UPDATE for the batch: the ORM's bulk_update would build a CASE per column and run,
         # with the write lock held (measured: two thirds of a batch's time on SQLite).
         bulk_update(

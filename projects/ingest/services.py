@@ -98,6 +98,43 @@ def logs_ingest(*, principal: Principal | None, rows: Any, project: Project | No
                 raise
 
 
+def logs_record_results(*, project: Project, rows: list[dict], scores: dict[str, dict]) -> None:
+    """The system's own write of results about stored spans, in the caller's transaction:
+    `rows`, new ended rows under ids of the system's making (written whole: a row that exists,
+    from an earlier life of the same result, is replaced), and `scores` ({row id: {name:
+    value}}) merged into the scores of those stored spans that are not deleted.
+
+    What `logs_ingest` would store for the same rows and merges, less its general machinery:
+    nothing to read back of the new rows, and of the scored spans only their scores, merged
+    under their row locks. A worker's batch of 200 results took half its time in `logs_ingest`.
+    The rows are checked as any row is, but not announced as ended: nothing reacts to the
+    system's own results (the scoring engine never scores them)."""
+    documents = [parse_row(i, row).document for i, row in enumerate(rows)]
+    if not documents and not scores:
+        return
+    now = timezone.now()
+    xact_id = Transaction.objects.create().id
+    values = []
+    for document in documents:
+        document = _with_defaults(document, None, now)
+        ended_at = now if has_ended(document) else None
+        values.append({**_columns(document), "project_id": project.pk, "row_id": document["id"],
+                       "xact_id": xact_id, "deleted": False, "ended_at": ended_at})  # fmt: skip
+    bulk_insert(Span, values, update_fields=_REPLACED, unique_fields=["project", "row_id"])
+    stored = (
+        Span.objects.select_for_update()
+        .filter(project=project, row_id__in=list(scores), deleted=False)
+        .order_by(_in_code_point_order("row_id"))  # the lock order of `_load`
+        .values_list("pk", "row_id", "scores")
+    )
+    merged = [
+        {"id": pk, "scores": apply_write({"scores": old}, {"scores": scores[row_id]}, is_merge=True)["scores"],
+         "xact_id": xact_id}
+        for pk, row_id, old in stored
+    ]  # fmt: skip
+    bulk_update(Span, merged, ["scores", "xact_id"])
+
+
 def _is_missing_parent(exc: Exception) -> bool:
     sqlstate = getattr(exc.__cause__, "sqlstate", None)
     return sqlstate == "23503" or "FOREIGN KEY constraint failed" in str(exc)
@@ -360,6 +397,7 @@ def _columns(document: dict) -> dict:
 
 
 _SPAN_FIELDS = [f.attname for f in Span._meta.concrete_fields if not f.primary_key]
+_REPLACED = [name for name in _SPAN_FIELDS if name not in ("project_id", "row_id")]
 
 
 def _row_of(span: Span) -> dict:
