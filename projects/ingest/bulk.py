@@ -102,17 +102,22 @@ def _execute(db, model, fields, rows, defaults, *, returning, postgresql, sqlite
         recordset = f"jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
         statements = [(postgresql(recordset), [json.dumps(data)])]
     else:
-        params, prepared = [], [{} for _ in fields]
+        params = []
+        append = params.append
+        # (name, default, preparation, its cache) of each column, looked up once per statement:
+        # this loop runs once per value, thousands of times per batch.
+        columns = [(f.attname, defaults.get(f.attname), f.get_db_prep_save, {}) for f in fields]
         for row in rows:
-            for field, cache in zip(fields, prepared):
-                value = row.get(field.attname, defaults.get(field.attname))
+            get = row.get
+            for name, default, prepare, cache in columns:
+                value = get(name, default)
                 # By type and value (1, 1.0 and True are equal, and a JSON field stores each
                 # its own way); JSON objects and arrays by identity: `rows` keeps each one alive
                 # until the statement is done.
                 key = id(value) if isinstance(value, (dict, list)) else (value.__class__, value)
                 if (param := cache.get(key, _UNSET)) is _UNSET:
-                    param = cache[key] = field.get_db_prep_save(value, db)
-                params.append(param)
+                    param = cache[key] = prepare(value, db)
+                append(param)
         width = len(fields)
         chunk = (db.features.max_query_params or 999) // width * width
         one = f"({', '.join(['%s'] * width)})"
