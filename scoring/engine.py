@@ -225,7 +225,7 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
         )  # fmt: skip
         run_ids += restarted
     if run_ids:
-        from scoring.services import runs_enqueue
+        from scoring.services.runs import runs_enqueue
 
         transaction.on_commit(partial(runs_enqueue, run_ids))
     return run_ids

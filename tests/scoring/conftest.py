@@ -10,6 +10,7 @@ import pytest
 from django.test import TestCase
 
 from scoring import services
+from scoring.services import runs
 
 
 def rule_body(project, *, name="rule", description=None, **online) -> dict:
@@ -47,7 +48,7 @@ def run_inline(monkeypatch):
         services.runs_execute(run_ids=list(run_ids))
         return True
 
-    monkeypatch.setattr(services, "runs_enqueue", enqueue)
+    monkeypatch.setattr(runs, "runs_enqueue", enqueue)
     return enqueued
 
 
@@ -60,5 +61,5 @@ def queued(monkeypatch):
         enqueued.extend(run_ids)
         return True
 
-    monkeypatch.setattr(services, "runs_enqueue", enqueue)
+    monkeypatch.setattr(runs, "runs_enqueue", enqueue)
     return enqueued

@@ -17,6 +17,7 @@ from projects.signals import spans_ended
 from scoring import engine, services
 from scoring.engine import sampled
 from scoring.models import Decision, Rule, RuleSet, ScoringRun, SpanDecisions
+from scoring.services import runs
 from tests.factories import ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +35,7 @@ def enqueue_calls(monkeypatch):
         calls.append(list(run_ids))
         return True
 
-    monkeypatch.setattr(services, "runs_enqueue", record)
+    monkeypatch.setattr(runs, "runs_enqueue", record)
     return calls
 
 

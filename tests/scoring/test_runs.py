@@ -18,6 +18,7 @@ from projects.services import api_key_create, api_key_revoke
 from scoring import services
 from scoring.models import ScoringRun
 from scoring.scorers import Scorer, TransientScorerError, builtin
+from scoring.services import runs
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +33,7 @@ def enqueue_calls(monkeypatch):
         calls.append((list(run_ids), delay))
         return True
 
-    monkeypatch.setattr(services, "runs_enqueue", record)
+    monkeypatch.setattr(runs, "runs_enqueue", record)
     return calls
 
 
@@ -326,7 +327,7 @@ def _runs(project, score, register, n):
 def test_the_sweeper_reclaims_runs_with_expired_leases_and_leaves_fresh_ones(
     project, score, register, enqueue_calls, monkeypatch
 ):
-    monkeypatch.setattr(services, "_queue_is_empty", lambda: False)
+    monkeypatch.setattr(runs, "_queue_is_empty", lambda: False)
     dead, alive = _runs(project, score, register, 2)
     now = timezone.now()
     ScoringRun.objects.filter(pk=dead.pk).update(
@@ -357,11 +358,11 @@ def test_the_sweeper_requeues_old_pending_runs_only_when_the_queue_is_empty(
     ScoringRun.objects.filter(pk=backing_off.pk).update(not_before=timezone.now() + timedelta(seconds=30))
     enqueue_calls.clear()
 
-    monkeypatch.setattr(services, "_queue_is_empty", lambda: False)
+    monkeypatch.setattr(runs, "_queue_is_empty", lambda: False)
     assert services.runs_sweep() == {"reclaimed": 0, "requeued": 0}
     assert enqueue_calls == []
 
-    monkeypatch.setattr(services, "_queue_is_empty", lambda: True)
+    monkeypatch.setattr(runs, "_queue_is_empty", lambda: True)
     assert services.runs_sweep() == {"reclaimed": 0, "requeued": 1}
     assert enqueue_calls == [([old.pk], None)]
     old.refresh_from_db()
@@ -376,7 +377,7 @@ def test_the_sweeper_requeues_pending_runs_ten_grace_periods_old_even_while_the_
     project, score, register, enqueue_calls, monkeypatch, settings
 ):
     settings.SCORING_PENDING_GRACE_SECONDS = 60
-    monkeypatch.setattr(services, "_queue_is_empty", lambda: False)
+    monkeypatch.setattr(runs, "_queue_is_empty", lambda: False)
     starving, waiting = _runs(project, score, register, 2)
     ScoringRun.objects.filter(pk=starving.pk).update(updated=timezone.now() - timedelta(seconds=601))
     ScoringRun.objects.filter(pk=waiting.pk).update(updated=timezone.now() - timedelta(seconds=599))
@@ -388,16 +389,16 @@ def test_the_sweeper_requeues_pending_runs_ten_grace_periods_old_even_while_the_
 
 def test_a_run_whose_worker_died_every_time_ends_in_error(project, score, register, settings, monkeypatch):
     settings.SCORING_MAX_ATTEMPTS = 3
-    monkeypatch.setattr(services, "_queue_is_empty", lambda: False)
+    monkeypatch.setattr(runs, "_queue_is_empty", lambda: False)
     calls = []
     (run,) = score(register("Doomed", lambda **_: calls.append(1) or 1))
-    record = services._record
-    monkeypatch.setattr(services, "_record", lambda token, results: None)  # the worker dies before recording
+    record = runs._record
+    monkeypatch.setattr(runs, "_record", lambda token, results: None)  # the worker dies before recording
     for _ in range(3):
         execute(run)
         assert run.status == ScoringRun.Status.RUNNING
         services.runs_sweep(now=run.lease_expires + timedelta(seconds=1))
-    monkeypatch.setattr(services, "_record", record)
+    monkeypatch.setattr(runs, "_record", record)
     execute(run)
     assert len(calls) == 3 and run.attempts == 4
     assert run.status == ScoringRun.Status.ERROR and run.error.startswith("Gave up after 3 attempts")
@@ -527,7 +528,7 @@ def test_enqueueing_gives_up_in_time_on_a_redis_that_never_answers(monkeypatch, 
     queue = {**settings.RQ_QUEUES["default"], "URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
              "REDIS_CLIENT_KWARGS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3}}  # fmt: skip
     settings.RQ_QUEUES = {"default": queue}
-    monkeypatch.setattr(services, "_redis", None)
+    monkeypatch.setattr(runs, "_redis", None)
     try:
         started = time.monotonic()
         assert services.runs_enqueue([1, 2, 3]) is False
