@@ -35,9 +35,9 @@ class Endpoint:
 
 def endpoint_for(organization) -> Endpoint | None:
     """The organization's endpoint, else the one in the environment, else None."""
-    from scoring.models import LLMEndpoint
+    from scoring.selectors import llm_endpoint_get  # imported here: selectors import the scorers
 
-    configured = LLMEndpoint.objects.filter(organization=organization).first() if organization else None
+    configured = llm_endpoint_get(organization=organization) if organization else None
     if configured is not None:
         return Endpoint(configured.base_url, decrypt(configured.api_key_encrypted), configured.default_model)
     base_url = os.environ.get("OPENAI_BASE_URL")
@@ -47,12 +47,10 @@ def endpoint_for(organization) -> Endpoint | None:
 
 
 def endpoint_configured(organization) -> bool:
-    from scoring.models import LLMEndpoint
+    """Whether LLM-backed scorers have an endpoint (without decrypting its key)."""
+    from scoring.selectors import llm_endpoint_get
 
-    return (
-        bool(os.environ.get("OPENAI_BASE_URL"))
-        or LLMEndpoint.objects.filter(organization=organization).exists()
-    )
+    return bool(os.environ.get("OPENAI_BASE_URL")) or llm_endpoint_get(organization=organization) is not None
 
 
 def require_endpoint(organization) -> Endpoint:
