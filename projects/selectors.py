@@ -32,9 +32,15 @@ def project_get(*, principal: Principal, project_id, object_type: str, permissio
     )
     if project is None:
         raise NotFound(f"Project {project_id} not found.")
+    project_check(principal=principal, project=project, object_type=object_type, permission=permission)
+    return project
+
+
+def project_check(*, principal: Principal, project: Project, object_type: str, permission: str) -> None:
+    """403 unless the principal may `permission` the `object_type` of a project of its
+    organization (one already read: `project_get` reads and checks)."""
     if not has_permission(principal, project, object_type, permission):
         raise Forbidden(f"Missing '{permission}' permission on {object_type} of project {project.name!r}.")
-    return project
 
 
 def project_list(*, principal: Principal, name: str | None = None) -> QuerySet[Project]:

@@ -8,10 +8,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.views.generic import TemplateView
 
-from onlinescore.exceptions import Forbidden, NotFound
+from onlinescore.exceptions import Forbidden
 from projects.auth import Principal, principal_of
 from projects.models import Membership, Project
-from projects.selectors import project_get, project_list
+from projects.selectors import project_check, project_list
 
 
 def organizations_of(user) -> list[dict]:
@@ -46,22 +46,18 @@ class ProjectPage(LoginRequiredMixin, TemplateView):
     def dispatch(self, request, *args, **kwargs):
         if not request.user.is_authenticated:
             return self.handle_no_permission()
+        # Read once: the project's organization decides who the user is there.
         project = Project.objects.select_related("organization").filter(pk=kwargs["project_id"]).first()
         principal = project and principal_of(request.user, None, project.organization)
         if principal is None:
             raise Http404("No such project.")
         try:
-            self.project = project_get(
-                principal=principal,
-                project_id=project.pk,
-                object_type=self.object_type,
-                permission=self.permission,
+            project_check(
+                principal=principal, project=project, object_type=self.object_type, permission=self.permission
             )
-        except NotFound as error:
-            raise Http404(error.message) from None
         except Forbidden as error:
             raise PermissionDenied(error.message) from None
-        self.principal = principal
+        self.project, self.principal = project, principal
         return super().dispatch(request, *args, **kwargs)
 
     def get_context_data(self, **kwargs):

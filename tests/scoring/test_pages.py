@@ -4,7 +4,9 @@ suite (tests/browser/) drives the same pages in Chromium."""
 import json
 
 import pytest
+from django.db import connection
 from django.test import Client, TestCase
+from django.test.utils import CaptureQueriesContext
 
 from projects.models import Membership, ProjectGrant
 from scoring.models import Rule
@@ -90,6 +92,19 @@ def test_a_member_without_read_on_the_logs_is_refused(org, project, page):
 def test_a_member_with_read_on_the_logs_opens_them(org, project):
     user = member(org, grants=[(project, "project", "read"), (project, "project_logs", "read")])
     assert browser(user).get(page_url(project, "logs")).status_code == 200
+
+
+def test_the_logs_page_reads_its_project_once(project, owner_user):
+    client = browser(owner_user)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(page_url(project, "logs")).status_code == 200
+    # By its id: the navigation lists the organization's projects besides.
+    reads = [
+        q
+        for q in queries
+        if 'FROM "projects_project"' in q["sql"] and '"projects_project"."id" =' in q["sql"]
+    ]
+    assert len(reads) == 1, reads
 
 
 def test_the_projects_list_shows_only_readable_projects(org, project):
