@@ -194,6 +194,7 @@ SCORING_SANDBOX_CPU_SECONDS = _env_number("SCORING_SANDBOX_CPU_SECONDS", 60, int
 SCORING_SANDBOX_MEMORY_MB = _env_number("SCORING_SANDBOX_MEMORY_MB", 512, int)
 SCORING_SANDBOX_OUTPUT_BYTES = _env_number("SCORING_SANDBOX_OUTPUT_BYTES", 1024 * 1024, int)
 SCORING_SANDBOX_POOL_SIZE = _env_number("SCORING_SANDBOX_POOL_SIZE", 4, int)
+SCORING_SANDBOX_SCRATCH_MB = _env_number("SCORING_SANDBOX_SCRATCH_MB", 64, int)
 # LLM-backed scorers: one attempt per call within this time (the run retries transient failures),
 # the model when neither the scorer nor the organization's endpoint names one, and the price per
 # million tokens (input, output) used for a judge's estimated_cost.

@@ -198,6 +198,34 @@ CODE = {
         "python": "import os\n\ndef handler():\n    return os.getpid()\n",
         "node": "export function handler() { return process.pid; }\n",
     },
+    # 1,100 empty files, or 3 files of 12 MB, in the scratch directory; answers its pid.
+    "many_files": {
+        "python": (
+            "import os\n\ndef handler():\n    for i in range(1100):\n        open(f'f{i}', 'w').close()\n"
+            "    return os.getpid()\n"
+        ),
+        "node": (
+            'import { writeFileSync } from "node:fs";\n'
+            "export function handler() {\n"
+            '  for (let i = 0; i < 1100; i++) writeFileSync(`f${i}`, "");\n'
+            "  return process.pid;\n"
+            "}\n"
+        ),
+    },
+    "big_files": {
+        "python": (
+            "import os\n\ndef handler():\n    for i in range(3):\n"
+            "        with open(f'big{i}', 'wb') as f:\n            f.write(b'x' * 12_000_000)\n"
+            "    return os.getpid()\n"
+        ),
+        "node": (
+            'import { writeFileSync } from "node:fs";\n'
+            "export function handler() {\n"
+            '  for (let i = 0; i < 3; i++) writeFileSync(`big${i}`, "x".repeat(12_000_000));\n'
+            "  return process.pid;\n"
+            "}\n"
+        ),
+    },
     "counter": {
         "python": "calls = 0\n\ndef handler():\n    global calls\n    calls += 1\n    return calls\n",
         "node": "let calls = 0;\nexport function handler() { calls += 1; return calls; }\n",
@@ -377,6 +405,22 @@ def test_the_scratch_directory_is_removed_with_the_pool(runtime):
     finally:
         pool.close()
     assert not scratch.exists()
+
+
+@pytest.mark.parametrize("spam", ["many_files", "big_files"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_process_that_fills_its_scratch_directory_is_replaced_and_the_directory_removed(
+    pool, runtime, spam, settings
+):
+    settings.SCORING_SANDBOX_SCRATCH_MB = 32
+    scratch = Path(run(pool, runtime, "cwd"))
+    pid = run(pool, runtime, spam)
+    assert not scratch.exists()
+    assert run(pool, runtime, "pid") != pid
+    # Below the bounds, the process and its files stay.
+    kept = Path(run(pool, runtime, "cwd"))
+    assert run(pool, runtime, "write_file", input="notes.txt") == "written"
+    assert Path(run(pool, runtime, "cwd")) == kept and (kept / "notes.txt").exists()
 
 
 # --- network -------------------------------------------------------------------------------

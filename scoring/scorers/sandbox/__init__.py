@@ -8,6 +8,9 @@ ScorerError with a message for the scoring span. Each call is bounded:
 - memory: SCORING_SANDBOX_MEMORY_MB of writable memory (RLIMIT_DATA; Node.js gets 600 MB more,
   which V8 needs to start);
 - output: an answer over SCORING_SANDBOX_OUTPUT_BYTES is refused and the process killed;
+- files: each at most 16 MB (RLIMIT_FSIZE); a process whose scratch directory holds more than
+  SCORING_SANDBOX_SCRATCH_MB or SCRATCH_MAX_ENTRIES entries after a call is replaced, and the
+  directory removed;
 - no network, no processes, no files but a private scratch directory, no environment but
   PATH, HOME and the locale (confine.py, applied by runner.py before any user code is read).
 
@@ -37,6 +40,7 @@ from scoring.scorers import ScorerError
 
 HERE = Path(__file__).resolve().parent
 RUNTIMES = ("python", "node")
+SCRATCH_MAX_ENTRIES = 1000  # files and directories in a scratch directory between calls
 
 
 class Sandbox:
@@ -133,6 +137,31 @@ class Sandbox:
             return f"The scorer ran out of memory (limit {_memory_mb(self.runtime)} MB)."
         detail = log.strip().splitlines()[-1] if log.strip() else f"exit status {code}"
         return f"The sandbox process died: {detail}"
+
+    def scratch_full(self) -> bool:
+        """Whether the scratch directory holds more than SCORING_SANDBOX_SCRATCH_MB or
+        SCRATCH_MAX_ENTRIES files and directories (stops counting there, so that a directory of
+        a million files is not walked)."""
+        limit, entries, used, pending = (
+            settings.SCORING_SANDBOX_SCRATCH_MB * 1024 * 1024,
+            0,
+            0,
+            [self.scratch],
+        )
+        while pending:
+            try:
+                with os.scandir(pending.pop()) as directory:
+                    for entry in directory:
+                        entries += 1
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        else:
+                            used += entry.stat(follow_symlinks=False).st_blocks * 512
+                        if entries > SCRATCH_MAX_ENTRIES or used > limit:
+                            return True
+            except OSError:
+                return True  # unreadable: the code changed its permissions; start afresh
+        return False
 
     def cpu_seconds(self) -> float:
         try:
@@ -245,7 +274,9 @@ class Pool:
             raise ScorerError(f"The {runtime} sandbox could not start: {exc}") from None
 
     def _give_back(self, runtime: str, tenant: str, sandbox: Sandbox) -> None:
-        worn = sandbox.cpu_seconds() > settings.SCORING_SANDBOX_CPU_SECONDS / 2
+        # Replaced (and its scratch directory removed) once it has used half its CPU, or filled
+        # its scratch directory: files would otherwise pile up over calls, without a bound.
+        worn = sandbox.cpu_seconds() > settings.SCORING_SANDBOX_CPU_SECONDS / 2 or sandbox.scratch_full()
         with self._lock:
             idle = self._idle.setdefault((runtime, tenant), [])
             if sandbox.alive and not worn and len(idle) < settings.SCORING_SANDBOX_POOL_SIZE:
