@@ -37,8 +37,10 @@ def project_get(*, principal: Principal, project_id, object_type: str, permissio
 
 
 def project_check(*, principal: Principal, project: Project, object_type: str, permission: str) -> None:
-    """403 unless the principal may `permission` the `object_type` of a project of its
-    organization (one already read: `project_get` reads and checks)."""
+    """403 unless the principal may `permission` the `object_type` of a project already read
+    (`project_get` reads and checks); 404 for another organization's project, as there."""
+    if project.organization_id != principal.organization.pk:
+        raise NotFound(f"Project {project.pk} not found.")
     if not has_permission(principal, project, object_type, permission):
         raise Forbidden(f"Missing '{permission}' permission on {object_type} of project {project.name!r}.")
 

@@ -174,8 +174,8 @@ def _decide(e: EndedSpan, compiled: Compiled) -> tuple[str, dict, list[CompiledR
 def spans_end(*, ended: list[EndedSpan]) -> list[int]:
     """Decide about spans that just ended (or take the decisions of `spans_prepare`), inside the
     ingest transaction. Returns the ids of the runs created; they are enqueued after commit."""
-    # Scoring spans first, from the document, so that a batch of them (a worker's write) costs
-    # no query.
+    # Scoring spans first, from the document: a batch holding only such rows (logged again by a
+    # client, say; the workers' own results do not come here) costs no query.
     ended = [e for e in ended if not is_scoring_span(e.document)]
     if not ended:
         return []

@@ -281,7 +281,8 @@ def function_event(function: Function) -> dict:
 
 
 def _prompt_data_shown(prompt_data: dict | None) -> dict | None:
-    """As it was given: choice_scores in their order (kept apart: see services.functions._prompt_data_clean)."""
+    """As it was given: choice_scores in their order (kept apart: see
+    services.functions._prompt_data_clean)."""
     if not prompt_data:
         return prompt_data
     parser = dict(prompt_data["parser"])

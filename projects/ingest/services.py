@@ -4,6 +4,9 @@ A batch is all-or-nothing. Rows are applied in order, each over the state left b
 before it, so a batch holding a span's start, end and a later log gives the same result as
 three batches. Writing a batch twice changes nothing: rows whose stored columns would not
 change are not written, and a batch that changes nothing takes no transaction id.
+
+The scoring workers' results take a shorter path, `logs_record_results`, which stores what a
+batch would and differs only where its docstring says.
 """
 
 import uuid
@@ -98,39 +101,54 @@ def logs_ingest(*, principal: Principal | None, rows: Any, project: Project | No
                 raise
 
 
+def spans_lock(*, project: Project, row_ids: set[str]) -> dict[str, Span]:
+    """Lock these rows of the project's logs until the transaction ends, in the order every
+    write locks rows (so that writers cannot deadlock), and return those that exist by row id,
+    with their `deleted`, `created`, `ended_at` and `scores`. On SQLite the transaction holds
+    the whole database already."""
+    stored = _load(Span, {(project.pk, row_id) for row_id in row_ids}, lock=True, fields=_RESULT_READ)
+    return {row_id: span for (_, row_id), span in stored.items()}
+
+
+_RESULT_READ = ["deleted", "created", "ended_at", "scores"]
+
+
 def logs_record_results(*, project: Project, rows: list[dict], scores: dict[str, dict]) -> None:
     """The system's own write of results about stored spans, in the caller's transaction:
-    `rows`, new ended rows under ids of the system's making (written whole: a row that exists,
-    from an earlier life of the same result, is replaced), and `scores` ({row id: {name:
-    value}}) merged into the scores of those stored spans that are not deleted.
+    `rows`, ended rows under ids of the system's making, and `scores` ({row id: {name: value}})
+    merged into the scores of those stored spans that are not deleted.
 
-    What `logs_ingest` would store for the same rows and merges, less its general machinery:
-    nothing to read back of the new rows, and of the scored spans only their scores, merged
-    under their row locks. A worker's batch of 200 results took half its time in `logs_ingest`.
-    The rows are checked as any row is, but not announced as ended: nothing reacts to the
-    system's own results (the scoring engine never scores them)."""
+    It stores what `logs_ingest` would store for the same rows and merges (a row that exists is
+    replaced, keeping its `created` and `ended_at` unless it was deleted), with two differences:
+    it always writes (these are new results, not replays), and a merge never brings back a
+    deleted or missing span. Without `logs_ingest`'s general machinery: of the stored rows only
+    the columns above are read, under their locks, before the transaction id is taken (so that
+    ids grow in commit order). A worker's batch of 200 results spent half its time in
+    `logs_ingest`. The rows are checked as any row is, but not announced as ended: nothing
+    reacts to the system's own results (the scoring engine never scores them)."""
     documents = [parse_row(i, row).document for i, row in enumerate(rows)]
     if not documents and not scores:
         return
+    stored = spans_lock(project=project, row_ids={d["id"] for d in documents} | scores.keys())
     now = timezone.now()
     xact_id = Transaction.objects.create().id
     values = []
     for document in documents:
-        document = _with_defaults(document, None, now)
-        ended_at = now if has_ended(document) else None
+        previous = stored.get(document["id"])
+        if previous is not None and previous.deleted:
+            previous = None  # a deleted row written again starts afresh, as in `logs_ingest`
+        document = _with_defaults(document, previous and {"created": previous.created}, now)
+        ended_at = (
+            previous.ended_at if previous and previous.ended_at else now if has_ended(document) else None
+        )
         values.append({**_columns(document), "project_id": project.pk, "row_id": document["id"],
                        "xact_id": xact_id, "deleted": False, "ended_at": ended_at})  # fmt: skip
     bulk_insert(Span, values, update_fields=_REPLACED, unique_fields=["project", "row_id"])
-    stored = (
-        Span.objects.select_for_update()
-        .filter(project=project, row_id__in=list(scores), deleted=False)
-        .order_by(_in_code_point_order("row_id"))  # the lock order of `_load`
-        .values_list("pk", "row_id", "scores")
-    )
     merged = [
-        {"id": pk, "scores": apply_write({"scores": old}, {"scores": scores[row_id]}, is_merge=True)["scores"],
-         "xact_id": xact_id}
-        for pk, row_id, old in stored
+        {"id": span.pk, "xact_id": xact_id,
+         "scores": apply_write({"scores": span.scores}, {"scores": new}, is_merge=True)["scores"]}
+        for row_id, new in scores.items()
+        if (span := stored.get(row_id)) is not None and not span.deleted
     ]  # fmt: skip
     bulk_update(Span, merged, ["scores", "xact_id"])
 

@@ -172,8 +172,9 @@ def _object_keys(keys: tuple[str, ...]) -> list[tuple[str, str]]:
         (key, ("{" if i == 0 else ", ") + _quote(key) + ": ")
         for i, key in enumerate(sorted(keys, key=_key_order))
     ]
-    if len(keys) <= 64 and sum(map(len, keys)) <= 2048:  # bounded: keys come from user data
-        if len(_KEY_ORDERS) >= 4096:
+    # Bounded (a few MB at most): keys come from user data.
+    if len(keys) <= 32 and sum(map(len, keys)) <= 512:
+        if len(_KEY_ORDERS) >= 1024:
             _KEY_ORDERS.clear()
         _KEY_ORDERS[keys] = ordered
     return ordered

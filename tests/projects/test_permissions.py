@@ -2,7 +2,10 @@
 
 import pytest
 
+from onlinescore.exceptions import NotFound
+from projects.auth import principal_of
 from projects.models import APIKey, Membership, ProjectGrant, Span
+from projects.selectors import project_check
 from projects.services import api_key_revoke
 from tests.conftest import Api, member_key
 from tests.factories import OrganizationFactory, ProjectFactory
@@ -147,3 +150,12 @@ def test_only_owners_create_projects(org):
     created = owner.post("/v1/project", {"name": "new"})
     assert created.status_code == 200 and created.json()["name"] == "new"
     assert owner.post("/v1/project", {"name": "new"}).json()["id"] == created.json()["id"]
+
+
+def test_project_check_refuses_another_organizations_project_as_not_found(org):
+    member_key(org, role=Membership.Role.OWNER)
+    principal = principal_of(Membership.objects.get(organization=org).user, None, org)
+    elsewhere = ProjectFactory(organization=OrganizationFactory(), name="secret plans")
+    with pytest.raises(NotFound) as refused:
+        project_check(principal=principal, project=elsewhere, object_type="project_logs", permission="read")
+    assert "secret plans" not in str(refused.value)

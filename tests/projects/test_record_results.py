@@ -3,6 +3,7 @@ for the same rows and score merges, except that a deleted span stays deleted."""
 
 import pytest
 
+from onlinescore.exceptions import ValidationError
 from projects.ingest.services import logs_ingest, logs_record_results
 from projects.models import Span, Transaction
 from tests.factories import ProjectFactory
@@ -50,8 +51,13 @@ def project_with_spans():
     return project
 
 
+def clock_of(project, row_id) -> tuple:
+    return Span.objects.values_list("created", "ended_at").get(project=project, row_id=row_id)
+
+
 def test_it_stores_what_logs_ingest_stores():
     by_ingest, by_results = project_with_spans(), project_with_spans()
+    clocks = {project: clock_of(project, "again") for project in (by_ingest, by_results)}
     logs_ingest(principal=None, project=by_ingest, rows=RESULTS + [
         {"id": row_id, "_is_merge": True, "scores": values} for row_id, values in MERGES.items() if row_id != "missing"
     ])  # fmt: skip
@@ -68,6 +74,8 @@ def test_it_stores_what_logs_ingest_stores():
     (xact,) = Transaction.objects.filter(pk__gt=before)
     assert {span.xact_id for span in written} == {xact.pk}
     assert all(span.ended_at is not None for span in written.filter(row_id__in=["r1", "r2", "again"]))
+    # A row written again keeps when it was created and ended, as with logs_ingest.
+    assert all(clock_of(project, "again") == clock for project, clock in clocks.items())
     # A merge into a row that does not exist writes nothing (logs_ingest would make a row).
     assert not Span.objects.filter(project=by_results, row_id="missing").exists()
 
@@ -82,10 +90,22 @@ def test_a_deleted_span_gets_no_score_and_stays_deleted():
     assert span.deleted and span.scores is None
 
 
+def test_a_deleted_row_written_again_starts_afresh():
+    project = project_with_spans()
+    logs_ingest(principal=None, project=project, rows=[{"id": "again", "_object_delete": True}])
+    before = clock_of(project, "again")
+
+    logs_record_results(project=project, rows=[result_row("again", "b", output={"score": 1})], scores={})
+
+    span = Span.objects.get(project=project, row_id="again")
+    assert not span.deleted and span.output == {"score": 1} and span.tags is None
+    assert span.created > before[0] and span.ended_at > before[1]
+
+
 def test_a_bad_row_is_refused_and_nothing_is_written():
     project = project_with_spans()
     count = Span.objects.count()
-    with pytest.raises(Exception, match="score must be a number"):
+    with pytest.raises(ValidationError, match="score must be a number"):
         logs_record_results(project=project, rows=[result_row("bad", "a", scores={"x": 2})],
                             scores={"no-scores": {"ExactMatch": 1}})  # fmt: skip
     assert Span.objects.count() == count

@@ -212,6 +212,21 @@ CODE = {
             "}\n"
         ),
     },
+    # The same 1,100 files, written after the call has answered.
+    "files_later": {
+        "python": (
+            "import os, threading, time\n\n"
+            "def spam():\n    time.sleep(0.2)\n    for i in range(1100):\n        open(f'later{i}', 'w').close()\n\n"
+            "def handler():\n    threading.Thread(target=spam).start()\n    return os.getpid()\n"
+        ),
+        "node": (
+            'import { writeFileSync } from "node:fs";\n'
+            "export function handler() {\n"
+            '  setTimeout(() => { for (let i = 0; i < 1100; i++) writeFileSync(`later${i}`, ""); }, 200);\n'
+            "  return process.pid;\n"
+            "}\n"
+        ),
+    },
     "big_files": {
         "python": (
             "import os\n\ndef handler():\n    for i in range(3):\n"
@@ -421,6 +436,18 @@ def test_a_process_that_fills_its_scratch_directory_is_replaced_and_the_director
     kept = Path(run(pool, runtime, "cwd"))
     assert run(pool, runtime, "write_file", input="notes.txt") == "written"
     assert Path(run(pool, runtime, "cwd")) == kept and (kept / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_process_whose_code_fills_its_scratch_directory_after_answering_is_not_used_again(pool, runtime):
+    scratch = Path(run(pool, runtime, "cwd"))
+    pid = run(pool, runtime, "files_later")
+    deadline = time.monotonic() + 10
+    while len(os.listdir(scratch)) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert run(pool, runtime, "pid") != pid
+    assert not scratch.exists()
 
 
 # --- network -------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ ScorerError with a message for the scoring span. Each call is bounded:
   which V8 needs to start);
 - output: an answer over SCORING_SANDBOX_OUTPUT_BYTES is refused and the process killed;
 - files: each at most 16 MB (RLIMIT_FSIZE); a process whose scratch directory holds more than
-  SCORING_SANDBOX_SCRATCH_MB or SCRATCH_MAX_ENTRIES entries after a call is replaced, and the
-  directory removed;
+  SCORING_SANDBOX_SCRATCH_MB or SCRATCH_MAX_ENTRIES entries after a call, or when it is taken
+  for the next one, is replaced and the directory removed (within one call, the wall clock
+  bounds what it can write);
 - no network, no processes, no files but a private scratch directory, no environment but
   PATH, HOME and the locale (confine.py, applied by runner.py before any user code is read).
 
@@ -265,9 +266,11 @@ class Pool:
             idle = self._idle.get((runtime, tenant), [])
             while idle:
                 sandbox = idle.pop()
-                if sandbox.alive:
+                # Code that outlives its call (a thread, a timer) may have died, or written
+                # files, while the sandbox was idle.
+                if sandbox.alive and not sandbox.scratch_full():
                     return sandbox
-                sandbox.close()  # died while idle (user code that outlived its call)
+                sandbox.close()
         try:
             return Sandbox(runtime)
         except OSError as exc:
