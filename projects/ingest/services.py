@@ -113,28 +113,31 @@ def spans_lock(*, project: Project, row_ids: set[str]) -> dict[str, Span]:
 _RESULT_READ = ["deleted", "created", "ended_at", "scores"]
 
 
-def logs_record_results(*, project: Project, rows: list[dict], scores: dict[str, dict]) -> None:
+def logs_record_results(
+    *, project: Project, rows: list[dict], scores: dict[str, dict], locked: dict[str, Span]
+) -> None:
     """The system's own write of results about stored spans, in the caller's transaction:
     `rows`, ended rows under ids of the system's making, and `scores` ({row id: {name: value}})
-    merged into the scores of those stored spans that are not deleted.
+    merged into the scores of those stored spans that are not deleted. `locked` is what
+    `spans_lock` returned, in this transaction, for at least these rows and scored spans: the
+    caller locks them first, to decide what to write from their state.
 
     It stores what `logs_ingest` would store for the same rows and merges (a row that exists is
     replaced, keeping its `created` and `ended_at` unless it was deleted), with two differences:
     it always writes (these are new results, not replays), and a merge never brings back a
     deleted or missing span. Without `logs_ingest`'s general machinery: of the stored rows only
-    the columns above are read, under their locks, before the transaction id is taken (so that
-    ids grow in commit order). A worker's batch of 200 results spent half its time in
+    the columns `spans_lock` reads are read, under their locks, taken before the transaction id
+    is (so that ids grow in commit order). A worker's batch of 200 results spent half its time in
     `logs_ingest`. The rows are checked as any row is, but not announced as ended: nothing
     reacts to the system's own results (the scoring engine never scores them)."""
     documents = [parse_row(i, row).document for i, row in enumerate(rows)]
     if not documents and not scores:
         return
-    stored = spans_lock(project=project, row_ids={d["id"] for d in documents} | scores.keys())
     now = timezone.now()
     xact_id = Transaction.objects.create().id
     values = []
     for document in documents:
-        previous = stored.get(document["id"])
+        previous = locked.get(document["id"])
         if previous is not None and previous.deleted:
             previous = None  # a deleted row written again starts afresh, as in `logs_ingest`
         document = _with_defaults(document, previous and {"created": previous.created}, now)
@@ -148,7 +151,7 @@ def logs_record_results(*, project: Project, rows: list[dict], scores: dict[str,
         {"id": span.pk, "xact_id": xact_id,
          "scores": apply_write({"scores": span.scores}, {"scores": new}, is_merge=True)["scores"]}
         for row_id, new in scores.items()
-        if (span := stored.get(row_id)) is not None and not span.deleted
+        if (span := locked.get(row_id)) is not None and not span.deleted
     ]  # fmt: skip
     bulk_update(Span, merged, ["scores", "xact_id"])
 

@@ -285,15 +285,12 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
         # The scored spans and the scoring spans, locked before anything is decided (in the
         # order every write locks rows) and read now, not when the runs were claimed: the run of
         # a span deleted meanwhile ends in an error that says so.
-        touched: dict[Project, set[str]] = defaultdict(set)
+        touched: dict[uuid.UUID, set[str]] = defaultdict(set)  # by project id
         for result in results:
-            touched[result.run.project] |= {result.run.span.row_id, _scoring_span_id(result.run)}
-        live = {
-            span.pk
-            for project in sorted(touched, key=lambda p: p.pk)
-            for span in spans_lock(project=project, row_ids=touched[project]).values()
-            if not span.deleted
-        }
+            touched[result.run.project_id] |= {result.run.span.row_id, _scoring_span_id(result.run)}
+        projects = {result.run.project_id: result.run.project for result in results}
+        locked = {p: spans_lock(project=projects[p], row_ids=touched[p]) for p in sorted(touched)}
+        live = {span.pk for spans in locked.values() for span in spans.values() if not span.deleted}
         rows: dict[Project, list[dict]] = defaultdict(list)
         merges: dict[Project, dict[str, dict]] = defaultdict(dict)
         finished = []
@@ -325,7 +322,9 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             run.finished = run.updated = now
             finished.append(run)
         for project in rows.keys() | merges.keys():
-            logs_record_results(project=project, rows=rows[project], scores=merges[project])
+            logs_record_results(
+                project=project, rows=rows[project], scores=merges[project], locked=locked[project.pk]
+            )
         # One UPDATE for the batch: the ORM's bulk_update would build a CASE per column and run,
         # with the write lock held (measured: two thirds of a batch's time on SQLite).
         bulk_update(

@@ -4,7 +4,7 @@ for the same rows and score merges, except that a deleted span stays deleted."""
 import pytest
 
 from onlinescore.exceptions import ValidationError
-from projects.ingest.services import logs_ingest, logs_record_results
+from projects.ingest.services import logs_ingest, logs_record_results, spans_lock
 from projects.models import Span, Transaction
 from tests.factories import ProjectFactory
 
@@ -51,6 +51,12 @@ def project_with_spans():
     return project
 
 
+def record(project, rows, scores):
+    """As a worker records: lock the rows and the scored spans, then write."""
+    locked = spans_lock(project=project, row_ids={row["id"] for row in rows} | scores.keys())
+    logs_record_results(project=project, rows=rows, scores=scores, locked=locked)
+
+
 def clock_of(project, row_id) -> tuple:
     return Span.objects.values_list("created", "ended_at").get(project=project, row_id=row_id)
 
@@ -63,7 +69,7 @@ def test_it_stores_what_logs_ingest_stores():
     ])  # fmt: skip
     before = Transaction.objects.order_by("-pk").values_list("pk", flat=True).first()
 
-    logs_record_results(project=by_results, rows=RESULTS, scores=MERGES)
+    record(by_results, RESULTS, MERGES)
 
     assert stored(by_results) == stored(by_ingest)
     assert stored(by_results)["has-scores"]["scores"] == {"human": 0.5, "x": 0, "Levenshtein": None}
@@ -84,7 +90,7 @@ def test_a_deleted_span_gets_no_score_and_stays_deleted():
     project = project_with_spans()
     logs_ingest(principal=None, project=project, rows=[{"id": "no-scores", "_object_delete": True}])
 
-    logs_record_results(project=project, rows=[], scores={"no-scores": {"ExactMatch": 1}})
+    record(project, [], {"no-scores": {"ExactMatch": 1}})
 
     span = Span.objects.get(project=project, row_id="no-scores")
     assert span.deleted and span.scores is None
@@ -95,7 +101,7 @@ def test_a_deleted_row_written_again_starts_afresh():
     logs_ingest(principal=None, project=project, rows=[{"id": "again", "_object_delete": True}])
     before = clock_of(project, "again")
 
-    logs_record_results(project=project, rows=[result_row("again", "b", output={"score": 1})], scores={})
+    record(project, [result_row("again", "b", output={"score": 1})], {})
 
     span = Span.objects.get(project=project, row_id="again")
     assert not span.deleted and span.output == {"score": 1} and span.tags is None
@@ -106,8 +112,7 @@ def test_a_bad_row_is_refused_and_nothing_is_written():
     project = project_with_spans()
     count = Span.objects.count()
     with pytest.raises(ValidationError, match="score must be a number"):
-        logs_record_results(project=project, rows=[result_row("bad", "a", scores={"x": 2})],
-                            scores={"no-scores": {"ExactMatch": 1}})  # fmt: skip
+        record(project, [result_row("bad", "a", scores={"x": 2})], {"no-scores": {"ExactMatch": 1}})
     assert Span.objects.count() == count
     assert Span.objects.get(project=project, row_id="no-scores").scores is None
 
@@ -115,5 +120,5 @@ def test_a_bad_row_is_refused_and_nothing_is_written():
 def test_nothing_to_write_takes_no_transaction():
     project = project_with_spans()
     count = Transaction.objects.count()
-    logs_record_results(project=project, rows=[], scores={})
+    record(project, [], {})
     assert Transaction.objects.count() == count
