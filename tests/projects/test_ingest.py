@@ -177,6 +177,25 @@ def test_the_event_carries_the_row_as_merged_at_its_end_not_later_data(owner, pr
     assert stored(project, "a").output == "later"
 
 
+def test_the_read_only_row_of_an_ended_span_is_its_row(owner, project, ended):
+    """What the scoring engine's filters read (`row_readonly`) is `row`, the API's event of the
+    row as it was at its end, whatever the row holds or leaves out."""
+    insert(
+        owner,
+        project,
+        start("full", input={"q": "x"}, metadata={"m": 1}, tags=["t"], scores={"s": 0.5}),
+        merge("full", output=[1, {"b": None}], expected="y", metrics={"end": 2.0}, error="boom"),
+        {"id": "bare", "metrics": {"end": 1.0}},  # no trace ids, no attributes, no created
+        {"id": "root", "span_id": "root", "root_span_id": "root", "span_parents": [],
+         "span_attributes": {"name": "n", "purpose": "scorer"}, "metrics": {"end": 3.0},
+         "context": {"f": "x.py"}, "origin": {"id": "o"}},
+    )  # fmt: skip
+    [events] = ended
+    assert len(events) == 3
+    for event in events:
+        assert event.row_readonly == event.row
+
+
 def test_writes_after_the_end_never_emit_again(owner, project, ended):
     insert(owner, project, start("a", metrics={"start": 1.0, "end": 2.0}))
     insert(owner, project, merge("a", output="late", metrics={"end": 3.0}))
