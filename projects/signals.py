@@ -14,8 +14,8 @@ spans_ended = Signal()
 # Sent once per ingest write that will end spans, before its transaction (so, unless its caller
 # holds one, before the write lock), with the EndedSpan objects that `spans_ended` will get if
 # the rows are still as the write read them (else it is planned again under the lock, and
-# `spans_ended` gets new objects). Argument `ending`: list[EndedSpan], whose spans are not saved yet. Receivers may
-# work out there what they will write in `spans_ended` (keeping it in `EndedSpan.prepared`),
-# so as to hold the lock less: on SQLite one lock serializes every writer. A receiver that
-# raises fails the write, before anything is written.
+# `spans_ended` gets new objects). Argument `ending`: list[EndedSpan], whose spans are not
+# saved yet. Receivers may work out there what they will write in `spans_ended` (keeping it in
+# `EndedSpan.prepared`), so as to hold the lock less: on SQLite one lock serializes every
+# writer. A receiver that raises fails the write, before anything is written.
 spans_ending = Signal()

@@ -143,12 +143,8 @@ class Sandbox:
         """Whether the scratch directory holds more than SCORING_SANDBOX_SCRATCH_MB or
         SCRATCH_MAX_ENTRIES files and directories (stops counting there, so that a directory of
         a million files is not walked)."""
-        limit, entries, used, pending = (
-            settings.SCORING_SANDBOX_SCRATCH_MB * 1024 * 1024,
-            0,
-            0,
-            [self.scratch],
-        )
+        limit = settings.SCORING_SANDBOX_SCRATCH_MB * 1024 * 1024
+        entries, used, pending = 0, 0, [self.scratch]
         while pending:
             try:
                 with os.scandir(pending.pop()) as directory:
