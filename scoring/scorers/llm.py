@@ -5,6 +5,8 @@ Our timeout and retry policy replaces the library's: the client makes one attemp
 SCORING_LLM_TIMEOUT, autoevals' own retry on rate limits (up to 100 tries) is switched off, and
 a 429, a 5xx, a timeout or a network error becomes a TransientScorerError, which the run retries
 with back-off (services.runs_execute). So a rate-limited endpoint cannot stall a worker.
+
+An organization's endpoint connects only to the addresses egress.py allows.
 """
 
 import base64
@@ -19,7 +21,7 @@ import chevron
 import chevron.renderer
 from django.conf import settings
 
-from scoring.scorers import ScorerError, TransientScorerError
+from scoring.scorers import ScorerError, TransientScorerError, egress
 
 # Prompts are not HTML: chevron would escape quotes and angle brackets in the span's values
 # (autoevals switches this off too, but only once it is imported).
@@ -31,6 +33,9 @@ class Endpoint:
     base_url: str
     api_key: str
     default_model: str
+    # An organization's endpoint may only reach allowed addresses (egress.py); the operator's,
+    # from the environment, may reach any.
+    checked: bool = False
 
 
 def endpoint_for(organization) -> Endpoint | None:
@@ -39,7 +44,9 @@ def endpoint_for(organization) -> Endpoint | None:
 
     configured = llm_endpoint_get(organization=organization) if organization else None
     if configured is not None:
-        return Endpoint(configured.base_url, decrypt(configured.api_key_encrypted), configured.default_model)
+        return Endpoint(
+            configured.base_url, decrypt(configured.api_key_encrypted), configured.default_model, checked=True
+        )
     base_url = os.environ.get("OPENAI_BASE_URL")
     if base_url:
         return Endpoint(base_url, os.environ.get("OPENAI_API_KEY", ""), settings.SCORING_LLM_DEFAULT_MODEL)
@@ -98,11 +105,16 @@ def _openai_client(endpoint: Endpoint):
     """One client per endpoint, so that connections are reused; one attempt per call."""
     import openai
 
+    http_client = None
+    if endpoint.checked:
+        # Redirects are not followed: they could lead to another host (see CheckedTransport).
+        http_client = openai.DefaultHttpxClient(transport=egress.CheckedTransport(), follow_redirects=False)
     return openai.OpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key or "none",
         timeout=settings.SCORING_LLM_TIMEOUT,
         max_retries=0,
+        http_client=http_client,
     )
 
 
@@ -128,6 +140,8 @@ def translate_errors(call):
             f"The LLM endpoint did not answer within {settings.SCORING_LLM_TIMEOUT:g} s."
         ) from None
     except openai.APIConnectionError as exc:
+        if isinstance(exc.__cause__, egress.BlockedAddress):
+            raise ScorerError(str(exc.__cause__)) from None
         raise TransientScorerError(f"The LLM endpoint cannot be reached: {exc}") from None
     except openai.APIStatusError as exc:
         message = f"The LLM endpoint answered {exc.status_code}: {_short(exc.message)}"

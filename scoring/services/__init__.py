@@ -14,6 +14,7 @@ from scoring.services.functions import (
     function_get_or_create,
     function_invoke,
     function_update,
+    llm_endpoint_check,
     llm_endpoint_delete,
     llm_endpoint_set,
 )
@@ -30,7 +31,7 @@ from scoring.services.runs import logs_score, runs_enqueue, runs_execute, runs_s
 
 __all__ = [
     "function_data_clean", "function_delete", "function_get_or_create", "function_invoke", "function_update",
-    "llm_endpoint_delete", "llm_endpoint_set",
+    "llm_endpoint_check", "llm_endpoint_delete", "llm_endpoint_set",
     "online_config_clean", "rule_create", "rule_delete", "rule_get_or_create", "rule_online_config", "rule_test",
     "rule_update",
     "logs_score", "runs_enqueue", "runs_execute", "runs_sweep",

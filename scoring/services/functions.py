@@ -8,7 +8,7 @@ from projects.auth import Principal
 from projects.models import Project
 from scoring import scorers, selectors
 from scoring.models import Function, FunctionVersion, LLMEndpoint
-from scoring.scorers import llm
+from scoring.scorers import egress, llm
 
 _RUNTIMES = {"python": "python", "node": "node"}
 CODE_MAX_BYTES = 256 * 1024
@@ -212,12 +212,21 @@ def function_invoke(
 
 def llm_endpoint_set(*, organization, base_url: str, default_model: str, api_key: str | None) -> LLMEndpoint:
     """Set the organization's LLM endpoint; `api_key` None keeps the stored one."""
+    llm_endpoint_check(base_url)
     endpoint = selectors.llm_endpoint_get(organization=organization) or LLMEndpoint(organization=organization)
     endpoint.base_url, endpoint.default_model = base_url, default_model
     if api_key is not None:
         endpoint.api_key_encrypted = llm.encrypt(api_key)
     endpoint.save()
     return endpoint
+
+
+def llm_endpoint_check(base_url: str) -> None:
+    """ValidationError if the endpoint's host is not one an organization's endpoint may reach."""
+    try:
+        egress.check_url(base_url)
+    except egress.BlockedAddress as exc:
+        raise ValidationError(str(exc), field="base_url") from None
 
 
 def llm_endpoint_delete(*, organization) -> None:

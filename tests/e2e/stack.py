@@ -15,9 +15,9 @@
 It migrates, then creates an organization, an owner, an API key and a project "demo". Every
 child gets the environment of this process less DJANGO_SETTINGS_MODULE, REDIS_URL and
 DATABASE_URL, plus the stack's own settings, among them a fast sweeper (SCORING_SWEEP_SECONDS=0.5,
-SCORING_LEASE_SECONDS=3, SCORING_PENDING_GRACE_SECONDS=1). Their output goes to files under
-`<directory>/logs`; `logs_tail()` shows it, and `pytest_plugin()` adds it to the report of a
-failed test.
+SCORING_LEASE_SECONDS=3, SCORING_PENDING_GRACE_SECONDS=1) and LLM endpoints allowed on loopback.
+Their output goes to files under `<directory>/logs`; `logs_tail()` shows it, and
+`pytest_plugin()` adds it to the report of a failed test.
 
     with Stack(tmp_path, workers=2) as stack:
         project_id = stack.project("demo")
@@ -244,6 +244,8 @@ class Stack:
             REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             WEB_CONCURRENCY=str(self.web_concurrency),
             PYTHONUNBUFFERED="1",
+            # The fake LLM endpoint of the tests listens on loopback.
+            SCORING_LLM_ALLOWED_NETWORKS="127.0.0.0/8",
             **FAST_SCORING,
         )
         if self.database_name:

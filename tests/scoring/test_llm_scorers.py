@@ -22,12 +22,18 @@ from django.utils import timezone
 from projects.models import Membership, Span
 from scoring import scorers
 from scoring.models import LLMEndpoint, ScoringRun
-from scoring.scorers import builtin
 from tests.conftest import Api, member_key
 from tests.scoring.conftest import log, rule_body
-from tests.support.fake_openai import Answer, Fail, FakeOpenAI, failures, fake_openai  # noqa: F401
+from tests.support.fake_openai import (  # noqa: F401
+    Answer,
+    Fail,
+    FakeOpenAI,
+    failures,
+    fake_openai,
+    no_endpoint_in_the_environment,
+)
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_endpoint_in_the_environment")]
 
 ORG_KEY = "sk-org-secret"
 DEFAULT_MODEL = "fake-judge"
@@ -41,20 +47,6 @@ SPAN = {
     "expected": "Paris",
     "metadata": {"topic": "geography"},
 }
-
-
-@pytest.fixture(autouse=True)
-def no_endpoint_in_the_environment(monkeypatch):
-    """No OPENAI_* endpoint unless a test sets one, and nothing cached by an earlier test: a
-    cached client keeps the timeout it was made with, and autoevals keys its embeddings cache by
-    the client's id(), which a new client may reuse."""
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    builtin._llm_scorer.cache_clear()
-    autoevals.EmbeddingSimilarity._CACHE.clear()
-    yield
-    builtin._llm_scorer.cache_clear()
-    autoevals.EmbeddingSimilarity._CACHE.clear()
 
 
 def endpoint_put(api: Api, **body):

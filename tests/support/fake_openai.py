@@ -413,3 +413,21 @@ def fake_openai():
     `from tests.support.fake_openai import fake_openai  # noqa: F401`."""
     with FakeOpenAI() as fake:
         yield fake
+
+
+@pytest.fixture
+def no_endpoint_in_the_environment(monkeypatch):
+    """No OPENAI_* endpoint unless a test sets one, and nothing cached by an earlier test: a
+    cached client keeps the timeout it was made with, and autoevals keys its embeddings cache by
+    the client's id(), which a new client may reuse."""
+    import autoevals
+
+    from scoring.scorers import builtin
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    builtin._llm_scorer.cache_clear()
+    autoevals.EmbeddingSimilarity._CACHE.clear()
+    yield
+    builtin._llm_scorer.cache_clear()
+    autoevals.EmbeddingSimilarity._CACHE.clear()
