@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_rq",
     "onlinescore",
     "projects",
@@ -142,6 +143,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Online scoring of LLM application traces. Speaks Braintrust's REST dialect.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files are served by this server, not a CDN: the API docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # Largest request body accepted by the ingestion endpoints, in bytes (after gzip decoding).

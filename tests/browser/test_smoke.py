@@ -23,3 +23,17 @@ def test_admin_login_page_renders(page, live_stack):
     expect(page.locator("#user-tools")).to_contain_text(live_stack.username, ignore_case=True)
     shot(page, "admin_index")
     assert failed == [], "pages or their static files failed to load"
+
+
+def test_the_api_docs_render_from_this_server_alone(page, live_stack):
+    """Swagger UI's files come from this server (no CDN): the docs work without internet."""
+    elsewhere = []
+    page.on(
+        "request", lambda request: request.url.startswith(live_stack.url) or elsewhere.append(request.url)
+    )
+
+    page.goto("/api/docs/")
+    expect(page.locator(".swagger-ui .opblock-summary-path").first).to_be_visible()
+    expect(page.get_by_text("/v1/project_score/test").first).to_be_visible()
+    shot(page, "api_docs")
+    assert elsewhere == [], "the API docs asked another server"
