@@ -115,9 +115,12 @@ def scoring_state(*, project: Project, row_id: str) -> dict:
     for run in ScoringRun.objects.filter(span=span).select_related("span").order_by("pk"):
         runs[run.rule_id].append(run)
     is_scorer = is_scoring_span({"span_attributes": span.span_attributes})
+    label = _scorer_labels([run for project_runs in runs.values() for run in project_runs])
     rules = []
     for rule in Rule.objects.filter(project=project).order_by("created", "pk"):
-        decision, message = _rule_decision(rule, span, decisions, errors, runs.get(rule.pk, []), is_scorer)
+        decision, message = _rule_decision(
+            rule, span, decisions, errors, runs.get(rule.pk, []), is_scorer, label
+        )
         rules.append(
             {
                 "rule_id": str(rule.pk),
@@ -147,7 +150,7 @@ _EXPLANATIONS = {
 
 
 def _rule_decision(
-    rule: Rule, span: Span, decisions: dict, errors: dict, runs: list[ScoringRun], is_scorer: bool
+    rule: Rule, span: Span, decisions: dict, errors: dict, runs: list[ScoringRun], is_scorer: bool, label
 ) -> tuple[str, str]:
     if is_scorer:
         return "not_evaluated", "Scoring spans are never scored."
@@ -159,20 +162,26 @@ def _rule_decision(
             why = "The rule was created after the span ended."
         else:
             why = "The rule was not enabled when the span ended."
-        return "not_evaluated", why + " Score it by hand with POST /v1/project_logs/{project_id}/score."
+        return "not_evaluated", (
+            f"{why} Score it by hand: the Score button of its trace, or POST /v1/project_logs/{span.project_id}/score."
+        )
     if code == Decision.ERROR:
         return code, errors.get(str(rule.pk), "")
     if code == Decision.QUEUED and runs:
         failed = [run for run in runs if run.status == ScoringRun.Status.ERROR]
         if failed:
-            return Decision.ERROR.value, "; ".join(f"{scorer_label(r)}: {r.error}" for r in failed)
+            return Decision.ERROR.value, "; ".join(f"{label(r)}: {r.error}" for r in failed)
         if all(run.status == ScoringRun.Status.DONE for run in runs):
             return Decision.SCORED.value, _EXPLANATIONS[Decision.SCORED]
     return code, _EXPLANATIONS[Decision(code)]
 
 
-def scorer_label(run: ScoringRun) -> str:
-    return scorer_reference_name(run.scorer)
+def _scorer_labels(runs: list[ScoringRun]):
+    """A run's scorer as people know it: a built-in's name, a custom scorer's name (its id if
+    it was deleted). One query for all the runs."""
+    ids = {run.scorer["id"] for run in runs if run.scorer.get("type") == "function"}
+    names = {str(pk): name for pk, name in Function.objects.filter(pk__in=ids).values_list("pk", "name")}
+    return lambda run: names.get(str(run.scorer.get("id")), None) or scorer_reference_name(run.scorer)
 
 
 def run_summary(run: ScoringRun) -> dict:

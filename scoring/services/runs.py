@@ -27,6 +27,7 @@ from projects.ingest.bulk import bulk_update
 from projects.ingest.services import logs_record_results, spans_lock
 from projects.models import Project, Span
 from scoring import scorers
+from scoring.btql.errors import BTQLError
 from scoring.btql.q import to_q
 from scoring.models import Rule, ScoringRun
 
@@ -60,7 +61,11 @@ def logs_score(
     else:
         roots = live.filter(is_root=True)
         if filter_text.strip():
-            roots = roots.filter(to_q(filter_text))
+            try:
+                roots = roots.filter(to_q(filter_text))
+            except BTQLError as exc:
+                exc.details["field"] = "filter"
+                raise
         spans = list(roots.order_by("-created", "-pk")[: limit or settings.SCORING_PAST_LOGS_DEFAULT])
     now = timezone.now()
     runs = [

@@ -39,6 +39,12 @@ def seconds(value) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
+@register.filter
+def decision(code: str) -> str:
+    """A rule's decision code (the API's value) in words: "filtered_out" as "Filtered out"."""
+    return code.replace("_", " ").capitalize() if code else "Not seen"
+
+
 @register.filter(name="json")
 def as_json(value) -> str:
     """Compact JSON, for data attributes (the template escapes it like any other text)."""

@@ -181,6 +181,78 @@ def test_an_invalid_filter_shows_its_position_in_the_logs_and_in_the_rule_dialog
     expect(slot).to_be_empty()
 
 
+def test_a_click_that_leaves_a_wrong_filter_is_not_lost(page, live_stack):
+    """Leaving the field checks the filter again: the error it showed stays until the answer,
+    so the dialog does not move under the click that left the field."""
+    project_id = project_new(live_stack, "filter-click-ui")
+    sign_in(page, live_stack, next=f"/projects/{project_id}/online-scoring/")
+    page.get_by_role("button", name="+ Create rule").click()
+    dialog = page.locator("#rule-dialog")
+    dialog.get_by_label("BTQL filter clause").press_sequentially('metadata.env = "prod" and')
+    expect(dialog.locator("[data-error-for='config.online.btql_filter']")).not_to_be_empty()
+    dialog.get_by_label("ExactMatch").click()
+    expect(dialog.get_by_label("ExactMatch")).to_be_checked()
+
+
+def test_test_rule_shows_the_steps_a_span_did_not_reach_as_such(page, live_stack):
+    project_id = project_new(live_stack, "test-steps-ui")
+    live_stack.stack.sdk_log("test-steps-ui", [
+        {"name": "chat", "output": "4", "expected": "4", "metadata": {"env": "dev"}},
+    ])  # fmt: skip
+    sign_in(page, live_stack, next=f"/projects/{project_id}/online-scoring/")
+    page.get_by_role("button", name="+ Create rule").click()
+    dialog = page.locator("#rule-dialog")
+    dialog.get_by_label("ExactMatch").check()
+    dialog.get_by_label("BTQL filter clause").fill('metadata.env = "prod"')
+    dialog.get_by_role("button", name="Test rule").click()
+    row = dialog.locator("[data-test-results] tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td")).to_have_text(["chat", "✗ no", "—", "—", "—"])
+    expect(row.get_by_role("link", name="chat")).to_have_attribute("target", "_blank")
+
+    dialog.get_by_label("BTQL filter clause").fill("")
+    dialog.get_by_label("Sampling rate (%)").fill("0")
+    dialog.get_by_role("button", name="Test rule").click()
+    expect(row.locator("td")).to_have_text(["chat", "✓ yes", "✓ yes", "✗ no", "If drawn: ExactMatch 100%"])
+
+
+def test_menus_close_on_escape_and_on_a_click_elsewhere(page, live_stack):
+    project_id = project_new(live_stack, "menus-ui")
+    sign_in(page, live_stack, next=f"/projects/{project_id}/")
+    switcher = page.locator("details.switcher")
+    switcher.locator("summary").click()
+    expect(switcher).to_have_attribute("open", "")
+    page.keyboard.press("Escape")
+    expect(switcher).not_to_have_attribute("open", "")
+    switcher.locator("summary").click()
+    page.get_by_role("heading", name="Logs").click()
+    expect(switcher).not_to_have_attribute("open", "")
+
+
+@pytest.mark.parametrize("page_name", ["logs", "online-scoring", "scorers", "monitor", "trace"])
+def test_pages_fit_a_phone_screen(browser, live_stack, page_name):
+    """At 390 px wide nothing makes the page wider than the screen: the top bar wraps, the
+    columns stack, and wide tables scroll inside their boxes."""
+    name = f"phone-ui-{page_name}"
+    project_id = project_new(live_stack, name)
+    rule_create(live_stack, project_id, "Exact answers in production", "ExactMatch", "Levenshtein")
+    (root, _) = live_stack.stack.sdk_log(name, [
+        {"name": "a span with a rather long name", "input": "x" * 500, "output": "y", "expected": "y",
+         "metadata": {"env": "prod"}, "children": [{"name": "retrieve", "output": "z" * 300}]},
+    ])  # fmt: skip
+    path = {"logs": "", "trace": f"logs/{root['id']}/"}.get(page_name, f"{page_name}/")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_stack.url)
+    try:
+        page = context.new_page()
+        sign_in(page, live_stack, next=f"/projects/{project_id}/{path}")
+        expect(page.locator("main h1").first).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        shot(page, f"phone_{page_name}")
+        assert width <= 390, f"the {page_name} page is {width} px wide on a 390 px screen"
+    finally:
+        context.close()
+
+
 def test_selected_logs_are_scored_from_the_list(page, live_stack):
     project_id = project_new(live_stack, "score-selected-ui")
     live_stack.stack.sdk_log("score-selected-ui", [
@@ -261,7 +333,7 @@ def test_the_trace_view_shows_the_scoring_span_and_scores_a_span_with_its_button
     expect(detail).to_contain_text("Scoring spans are never scored.")
 
     tree.get_by_role("link").filter(has_text="retrieve").click()
-    expect(detail.locator("table.why")).to_contain_text("not_selected")
+    expect(detail.locator("table.why")).to_contain_text("Not selected")
     detail.get_by_role("button", name="Score").click()
     dialog = page.locator("#score-span")
     dialog.get_by_label("ValidJSON").check()

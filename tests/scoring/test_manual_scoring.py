@@ -159,7 +159,7 @@ def test_an_invalid_filter_is_a_400_with_its_position(owner, past_logs, queued):
     response = score(owner, past_logs, {"scorers": [EXACT], "filter": "metadata.env = = 'prod'"})
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "btql_error"
-    assert (error["line"], error["column"]) == (1, 16)
+    assert (error["line"], error["column"], error["field"]) == (1, 16, "filter")
     assert not ScoringRun.objects.exists()
 
 

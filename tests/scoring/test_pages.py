@@ -147,7 +147,23 @@ def test_the_trace_page_shows_the_scoring_span_under_the_scored_span(project, ow
     tree = content[content.index('aria-label="Spans"') : content.index('aria-label="Span detail"')]
     assert tree.index("chat") < tree.index("ExactMatch")
     assert "--depth: 1" in tree  # the scoring span is a child
-    assert "Why is there no score?" in content and "exact" in content and ">scored<" in content
+    # Scored: the rules' decisions are headed as such, in words, with the API's code as a hint.
+    assert "Scoring rules</h3>" in content and "Why is there no score?" not in content
+    assert "exact" in content and 'title="scored">Scored<' in content
+
+
+def test_an_unscored_span_asks_why_and_names_each_decision_in_words(project, owner, owner_user, queued):
+    owner.post("/v1/project_score", rule_body(project, name="prod only", btql_filter="metadata.env = 'prod'"))
+    log(owner, project, {"id": "root", "metadata": {"env": "dev"}, "metrics": {"start": 1, "end": 2}})
+    content = browser(owner_user).get(f"/projects/{project.pk}/logs/root/").content.decode()
+    assert "Why is there no score?</h3>" in content
+    assert 'title="filtered_out">Filtered out<' in content
+
+
+def test_a_bad_filter_on_the_logs_page_does_not_claim_that_no_logs_match(project, owner, owner_user):
+    log(owner, project, {"id": "a", "metrics": {"start": 1, "end": 2}})
+    content = browser(owner_user).get(page_url(project, "logs"), {"filter": "input = = 1"}).content.decode()
+    assert "Fix the filter to see logs." in content and "No logs match" not in content
 
 
 def test_the_trace_page_of_an_unknown_log_is_not_found(project, owner_user):

@@ -6,6 +6,7 @@ import pytest
 from django.test import TestCase
 
 from projects.models import Membership
+from scoring.scorers import sandbox
 from scoring.services import runs_execute
 from tests.conftest import Api, member_key
 from tests.factories import OrganizationFactory
@@ -15,7 +16,10 @@ pytestmark = pytest.mark.django_db
 
 EXACT = {"type": "global", "name": "ExactMatch"}
 LEVENSHTEIN = {"type": "global", "name": "Levenshtein"}
-NOT_EVALUATED_HINT = "Score it by hand with POST /v1/project_logs/{project_id}/score."
+
+
+def hint(project):
+    return f"Score it by hand: the Score button of its trace, or POST /v1/project_logs/{project.pk}/score."
 
 
 def ended(row_id, **fields):
@@ -109,6 +113,29 @@ def test_a_failed_scorer_is_an_error_with_its_message(owner, project, run_inline
     assert rule["runs"][1]["error"] == "ValueError: LevenshteinScorer requires an expected value"
 
 
+def test_a_failed_custom_scorer_is_named_by_its_name_not_its_id(owner, project, run_inline):
+    code = "def handler(input, output, expected, metadata):\n    return expected['missing']\n"
+    response = owner.post(
+        "/v1/function",
+        {
+            "project_id": str(project.pk), "name": "Has sources", "slug": "has-sources", "function_type": "scorer",
+            "function_data": {"type": "code", "data": {
+                "type": "inline", "runtime_context": {"runtime": "python", "version": "3.11"}, "code": code}},
+        },
+    )  # fmt: skip
+    assert response.status_code == 200, response.content
+    make_rule(owner, project, "sources", scorers=[{"type": "function", "id": response.json()["id"]}])
+    log(owner, project, ended("a"))
+    try:
+        rule = state(owner, project, "a")["rules"][0]
+    finally:
+        sandbox.pool.close()
+    assert rule["decision"] == "error"
+    assert rule["message"].startswith("Has sources: TypeError: string indices must be integers"), rule[
+        "message"
+    ]
+
+
 def test_a_rule_created_after_the_span_ended_did_not_evaluate_it(owner, project, queued):
     log(owner, project, ended("before any rule"))
     make_rule(owner, project, "first")
@@ -120,9 +147,7 @@ def test_a_rule_created_after_the_span_ended_did_not_evaluate_it(owner, project,
         late = {name for name, r in rules.items() if r["decision"] == "not_evaluated"}
         assert late == expected
         for name in late:
-            assert (
-                rules[name]["message"] == "The rule was created after the span ended. " + NOT_EVALUATED_HINT
-            )
+            assert rules[name]["message"] == "The rule was created after the span ended. " + hint(project)
     assert by_rule(state(owner, project, "b"))["first"]["decision"] == "queued"
 
 
@@ -134,7 +159,7 @@ def test_a_rule_disabled_when_the_span_ended_did_not_evaluate_it(owner, project,
     )
     (explained,) = state(owner, project, "a")["rules"]
     assert explained["enabled"] is True and explained["decision"] == "not_evaluated"
-    assert explained["message"] == "The rule was not enabled when the span ended. " + NOT_EVALUATED_HINT
+    assert explained["message"] == "The rule was not enabled when the span ended. " + hint(project)
     assert explained["runs"] == [] and queued == []
 
 

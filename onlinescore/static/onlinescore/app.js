@@ -90,6 +90,18 @@ document.addEventListener("click", (event) => {
   if (closer) closer.closest("dialog").close();
 });
 
+// Menus close on a click elsewhere, or on Escape.
+document.addEventListener("click", (event) => {
+  for (const menu of $$("details[open]")) if (!menu.contains(event.target)) menu.removeAttribute("open");
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  for (const menu of $$("details[open]")) {
+    menu.removeAttribute("open");
+    $("summary", menu).focus();
+  }
+});
+
 document.addEventListener("close", (event) => {
   if (event.target.dataset.reloadOnClose) location.reload();
 }, true);
@@ -131,22 +143,30 @@ function pickScorers(form, refs) {
 // --- BTQL: checked as you type, with the position of the fault --------------------------------
 
 const btqlTimers = new WeakMap();
+const btqlChecks = new WeakMap(); // per input, the number of its latest check
 
 async function btqlCheck(input) {
   // The logs filter bar's error sits outside its form: look in the whole page.
   const slot = errorSlot(input.closest("dialog") || document, input.dataset.btql);
-  if (!slot) return true;
-  slot.textContent = "";
+  if (!slot) return;
+  const check = (btqlChecks.get(input) || 0) + 1;
+  btqlChecks.set(input, check);
   const text = input.value.trim();
-  if (!text) return true;
-  try {
-    // The fetch endpoint compiles the filter exactly as rules and "Score past logs" do.
-    await api("GET", `/v1/project_logs/${PROJECT}/fetch?limit=1&filter=${encodeURIComponent(text)}`);
-    return true;
-  } catch (error) {
-    if (error.status === 400) showError(slot, error);
-    return false;
+  let failure = null;
+  if (text) {
+    try {
+      // The fetch endpoint compiles the filter exactly as rules and "Score past logs" do.
+      await api("GET", `/v1/project_logs/${PROJECT}/fetch?limit=1&filter=${encodeURIComponent(text)}`);
+    } catch (error) {
+      if (error.status !== 400) return; // not the filter's fault: say nothing new
+      failure = error;
+    }
   }
+  // The message changes only now, with the answer, and only for the latest check: clearing it
+  // first would move the dialog's contents under the pointer of the click that left the field.
+  if (btqlChecks.get(input) !== check) return;
+  slot.textContent = "";
+  if (failure) showError(slot, failure);
 }
 
 document.addEventListener("input", (event) => {
@@ -167,11 +187,14 @@ document.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(form);
   const body = { scorers: pickedScorers(form) };
+  $("[data-progress]", form).hidden = true; // an earlier request's progress
   const mode = form.dataset.mode;
   if (mode === "selected") body.ids = selectedRows();
   if (mode === "ids") body.ids = [form.dataset.ids];
   if (mode === "past") {
-    if (form.elements.filter.value.trim()) body.filter = form.elements.filter.value;
+    // Trimmed, as the check as you type sends it, so that both point at the same column.
+    const filter = form.elements.filter.value.trim();
+    if (filter) body.filter = filter;
     body.limit = Number(form.elements.limit.value) || 50;
   }
   const submit = $('button[type="submit"]', form);
@@ -301,6 +324,8 @@ document.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(form);
   const body = ruleBody(form);
+  const submit = $('button[type="submit"]', form);
+  submit.disabled = true; // one rule per click, however fast the clicks
   try {
     if (form.dataset.ruleId) {
       const { project_id, score_type, ...patch } = body;
@@ -316,6 +341,8 @@ document.addEventListener("submit", async (event) => {
     location.reload();
   } catch (error) {
     reportError(form, error);
+  } finally {
+    submit.disabled = false;
   }
 });
 
@@ -384,19 +411,26 @@ function testTable(results) {
   table.className = "table compact";
   table.innerHTML = "<thead><tr><th>Span</th><th>Matched filter</th><th>Selected</th><th>Sampled</th><th>Scores or error</th></tr></thead>";
   const body = document.createElement("tbody");
-  const yes = (value) => (value ? "✓ yes" : "✗ no");
   for (const result of results) {
     const row = document.createElement("tr");
     const link = document.createElement("a");
     link.href = `/projects/${PROJECT}/logs/${encodeURIComponent(result.id)}/`;
+    link.target = "_blank"; // the rule being edited stays open
+    link.rel = "noopener";
     link.textContent = result.name || result.id;
     cell(row, link);
-    cell(row, yes(result.matched_filter), result.matched_filter ? "yes" : "no");
-    cell(row, yes(result.selected), result.selected ? "yes" : "no");
-    cell(row, yes(result.sampled), result.sampled ? "yes" : "no");
+    // The steps run in order: a step after one that said no was not reached.
+    const steps = [result.matched_filter, result.selected, result.sampled];
+    const reached = steps.indexOf(false);
+    steps.forEach((passed, i) => {
+      if (reached !== -1 && i > reached) cell(row, "—", "no");
+      else cell(row, passed ? "✓ yes" : "✗ no", passed ? "yes" : "no");
+    });
     const scores = Object.entries(result.scores || {})
       .map(([scoreName, value]) => `${scoreName} ${value === null ? "—" : Math.round(value * 100) + "%"}`);
-    cell(row, [...scores, result.error ? `Error: ${result.error}` : ""].filter(Boolean).join(" · ") || "—",
+    // Scores of a span the draw left out show what scoring it would give.
+    const shown = scores.length && !result.sampled ? [`If drawn: ${scores.join(" · ")}`] : scores;
+    cell(row, [...shown, result.error ? `Error: ${result.error}` : ""].filter(Boolean).join(" · ") || "—",
       result.error ? "error" : "");
     body.append(row);
   }
