@@ -315,6 +315,21 @@ def traces_page(
     return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
 
 
+def scorer_errors(*, project: Project, row_ids: list[str]) -> dict[str, list[str]]:
+    """By row id, the scorers whose latest run on that span failed, each as "name: error": what
+    the logs list flags (a score that failed leaves no value to show)."""
+    latest = {}
+    runs = ScoringRun.objects.filter(project=project, span__row_id__in=row_ids).select_related("span")
+    for run in runs.only("scorer", "scorer_key", "status", "error", "span__row_id").order_by("pk"):
+        latest[(run.span.row_id, run.scorer_key)] = run
+    failed = [run for run in latest.values() if run.status == ScoringRun.Status.ERROR]
+    label = _scorer_labels(failed)
+    errors = defaultdict(list)
+    for run in failed:
+        errors[run.span.row_id].append(f"{label(run)}: {run.error}")
+    return errors
+
+
 def trace_get(*, project: Project, row_id: str) -> list[dict]:
     """Every span of the trace that `row_id` belongs to, depth first from the root, children
     in start order; scoring spans sit under the span they scored. Each is the span's event

@@ -45,8 +45,10 @@ class LogsPage(ScorerPickerMixin, ProjectPage):
         except ApplicationError as error:
             filter_error = {"message": error.message, **error.details}
         score_names = sorted({name for event in events for name in event["scores"] or {}})
+        errors = selectors.scorer_errors(project=self.project, row_ids=[event["id"] for event in events])
         for event in events:
             event["duration"] = selectors.span_duration(event)
+            event["scorer_errors"] = errors.get(event["id"], [])
             event["score_cells"] = [(event["scores"] or {}).get(name) for name in score_names]
         return super().get_context_data(
             events=events,

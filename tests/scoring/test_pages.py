@@ -2,6 +2,7 @@
 suite (tests/browser/) drives the same pages in Chromium."""
 
 import json
+import re
 
 import pytest
 from django.db import connection
@@ -12,6 +13,9 @@ from projects.models import Membership, ProjectGrant
 from scoring.models import Rule
 from tests.factories import OrganizationFactory, ProjectFactory, UserFactory
 from tests.scoring.conftest import log, rule_body
+
+EXACT = {"type": "global", "name": "ExactMatch"}
+LEVENSHTEIN = {"type": "global", "name": "Levenshtein"}
 
 
 def member(organization, *, role=Membership.Role.MEMBER, grants=()):
@@ -129,6 +133,39 @@ def test_the_logs_page_lists_root_spans_with_scores_as_percentages(project, owne
     assert '<th class="num">ExactMatch</th>' in content
     assert 'title="1">100%</td>' in content  # 0–100 %, the raw value on hover
     assert "250 ms" in content
+
+
+def test_the_logs_page_flags_failed_scorers_and_errored_spans(project, owner, owner_user, run_inline):
+    """A failed scorer leaves no score to show: the row says so, with the errors on hover. A
+    scorer run again with success is no longer flagged."""
+    owner.post("/v1/project_score", rule_body(project, name="both", scorers=[EXACT, LEVENSHTEIN]))
+    log(owner, project,
+        {"id": "failed", "span_attributes": {"name": "no expected"}, "output": "a", "metrics": {"start": 1, "end": 2}},
+        {"id": "fine", "span_attributes": {"name": "all good"}, "output": "a", "expected": "a",
+         "metrics": {"start": 1, "end": 2}},
+        {"id": "broken", "span_attributes": {"name": "crashed"}, "error": "Timeout calling the model",
+         "output": "a", "expected": "a", "metrics": {"start": 1, "end": 2}})  # fmt: skip
+    rows = _rows(browser(owner_user).get(page_url(project, "logs")).content.decode())
+    assert ">1 scorer error</span>" in rows["no expected"]
+    assert (
+        'title="Levenshtein: ValueError: LevenshteinScorer requires an expected value"' in rows["no expected"]
+    )
+    assert "badge error" not in rows["all good"]
+    assert 'title="Timeout calling the model">error</span>' in rows["crashed"]
+
+    log(owner, project, {"id": "failed", "_is_merge": True, "expected": "a"})
+    response = owner.post(
+        f"/v1/project_logs/{project.pk}/score", {"scorers": [LEVENSHTEIN], "ids": ["failed"]}
+    )
+    assert response.status_code == 202, response.content
+    rows = _rows(browser(owner_user).get(page_url(project, "logs")).content.decode())
+    assert "badge error" not in rows["no expected"]
+
+
+def _rows(content: str) -> dict[str, str]:
+    """The logs table's rows, by span name."""
+    rows = content.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    return {re.search(r'aria-label="Select ([^"]+)"', row).group(1): row for row in rows}
 
 
 def test_an_invalid_filter_shows_its_position(project, owner_user):
