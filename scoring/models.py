@@ -26,7 +26,7 @@ class Rule(models.Model):
     # [{"type": "global", "name": ...} | {"type": "function", "id": ..., "version"?: ...}]
     scorers = models.JSONField(default=list)
     sampling_rate = models.FloatField(default=1.0)
-    btql_filter = models.TextField(blank=True, default="")
+    btql_filter = models.TextField("BTQL filter", blank=True, default="")
     apply_to_root_span = models.BooleanField(default=False)
     apply_to_span_names = models.JSONField(default=list, blank=True)
     enabled = models.BooleanField(default=True)
@@ -257,10 +257,13 @@ class LLMEndpoint(models.Model):
     organization = models.OneToOneField(
         "projects.Organization", primary_key=True, on_delete=models.CASCADE, related_name="llm_endpoint"
     )
-    base_url = models.URLField(max_length=500)
+    base_url = models.URLField("base URL", max_length=500)
     api_key_encrypted = models.TextField(blank=True, default="")
     default_model = models.CharField(max_length=200)
     updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "LLM endpoint"
 
     def __str__(self):
         return self.base_url

@@ -15,6 +15,13 @@ def test_every_scoring_model_has_an_admin_page(admin_client, model):
     assert admin_client.get(f"/admin/scoring/{model}/").status_code == 200
 
 
+def test_the_admin_spells_btql_and_llm_as_the_app_does(admin_client):
+    index = admin_client.get("/admin/").content.decode()
+    assert "LLM endpoints" in index and "Llm endpoints" not in index
+    rule_form = admin_client.get("/admin/scoring/rule/add/").content.decode()
+    assert "BTQL filter" in rule_form and "Btql filter" not in rule_form
+
+
 def test_a_decision_record_shows_each_rules_decision_in_the_admin(admin_client, owner, project, queued):
     rule = owner.post("/v1/project_score", rule_body(project, btql_filter="metadata.env = 'prod'")).json()
     log(owner, project, {"id": "a", "metadata": {"env": "dev"}, "metrics": {"start": 1, "end": 2}})
