@@ -95,6 +95,33 @@ def score_series(
     return {name: points for name, points in series.items() if points}
 
 
+@dataclass(frozen=True)
+class RunCounts:
+    finished: int = 0
+    errors: int = 0
+
+
+def run_counts(*, project: Project, since: datetime, until: datetime) -> dict:
+    """Runs finished in [since, until), in all and with an error, by rule id (None: manual runs)
+    and for the whole project under the key "all": a rule whose scorers fail has no score to
+    chart, and says so with these. One grouped query."""
+    runs = ScoringRun.objects.filter(
+        project=project,
+        status__in=(ScoringRun.Status.DONE, ScoringRun.Status.ERROR),
+        finished__gte=since,
+        finished__lt=until,
+        updated__gte=since,  # implied; lets the (status, updated) index find them (see above)
+    )
+    counts, total = {}, RunCounts()
+    for rule_id, status, n in runs.values_list("rule_id", "status").annotate(n=Count("pk")).order_by():
+        errors = n if status == ScoringRun.Status.ERROR else 0
+        before = counts.get(rule_id, RunCounts())
+        counts[rule_id] = RunCounts(before.finished + n, before.errors + errors)
+        total = RunCounts(total.finished + n, total.errors + errors)
+    counts["all"] = total
+    return counts
+
+
 def _score_names(runs) -> dict[str, set[str]]:
     """The score names of the runs, each with the scorers (`scorer_key`) that gave it, found
     cheaply: a run's scores are keyed by its scorer's score names, so the first and the last

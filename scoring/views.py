@@ -123,11 +123,16 @@ class MonitorPage(ProjectPage):
             (f"Rule: {rule.name}", rule)
             for rule in selectors.rule_list(principal=self.principal, project_id=self.project.pk)
         ]
+        counts = monitoring.run_counts(project=self.project, since=since, until=until)
         charts = []
-        for title, rule in scopes:
-            series = monitoring.score_series(
-                project=self.project, rule=rule, bucket=bucket, since=since, until=until
-            )
-            svg = monitoring.chart_svg(series=series, bucket=bucket, since=since, until=until, title=title)
-            charts.append({"title": title, "svg": svg, "rule": rule})
+        if len(scopes) > 1 or counts["all"].finished:  # else nothing to chart: say how to start
+            for title, rule in scopes:
+                series = monitoring.score_series(
+                    project=self.project, rule=rule, bucket=bucket, since=since, until=until
+                )
+                svg = monitoring.chart_svg(
+                    series=series, bucket=bucket, since=since, until=until, title=title
+                )
+                runs = counts.get(rule.pk if rule else "all", monitoring.RunCounts())
+                charts.append({"title": title, "svg": svg, "rule": rule, "runs": runs})
         return super().get_context_data(bucket=bucket, charts=charts, **kwargs)

@@ -10,7 +10,7 @@ from django.test import RequestFactory
 
 from projects.models import Span
 from scoring.models import Rule, ScoringRun
-from scoring.monitoring import Point, chart_svg, score_series
+from scoring.monitoring import Point, RunCounts, chart_svg, run_counts, score_series
 from scoring.scorers import reference_key
 from tests.factories import ProjectFactory, UserFactory
 
@@ -137,6 +137,26 @@ def test_runs_outside_the_window_another_project_and_another_rule_are_left_out(p
     assert summary(score_series(project=project, rule=second, **window)) == {"ExactMatch": [(at(1), 0.0, 1)]}
     # The project's chart: every rule's runs and the manual ones.
     assert summary(score_series(project=project, **window)) == {"ExactMatch": [(at(1), 0.5, 3)]}
+
+
+def test_run_counts_give_the_finished_runs_and_errors_per_rule_manual_and_all(project):
+    first, second = rule(project, "first"), rule(project, "second")
+    run(project, at(hours=1), {"ExactMatch": 1.0}, rule=first)
+    run(project, at(hours=2), None, rule=first, status=ScoringRun.Status.ERROR)
+    run(project, at(hours=3), None, rule=second, status=ScoringRun.Status.ERROR)
+    run(project, at(hours=3), {"ExactMatch": 0.5})  # manual
+    run(project, at(hours=3), None, rule=first, status=ScoringRun.Status.RUNNING)  # not finished
+    run(project, at(hours=25), None, rule=first, status=ScoringRun.Status.ERROR)  # after `until`
+    run(ProjectFactory(organization=project.organization), at(hours=1), None, status=ScoringRun.Status.ERROR)
+
+    counts = run_counts(project=project, since=at(0), until=at(24))
+
+    assert counts == {
+        first.pk: RunCounts(finished=2, errors=1),
+        second.pk: RunCounts(finished=1, errors=1),
+        None: RunCounts(finished=1, errors=0),
+        "all": RunCounts(finished=4, errors=2),
+    }
 
 
 def test_no_runs_give_no_series(project):
@@ -286,8 +306,8 @@ def test_the_monitor_page_renders_each_chart_in_a_card(project):
     request.user = UserFactory()
     svg = chart_svg(series={"ExactMatch": points(0.5)}, bucket="day", since=at(-30), until=at(0), title="x")
     charts = [
-        {"title": "All scores", "svg": svg, "rule": None},
-        {"title": "<i>mine</i>", "svg": svg, "rule": rule(project)},
+        {"title": "All scores", "svg": svg, "rule": None, "runs": RunCounts(3, 0)},
+        {"title": "<i>mine</i>", "svg": svg, "rule": rule(project), "runs": RunCounts(2, 2)},
     ]
 
     html = render_to_string(
@@ -297,4 +317,6 @@ def test_the_monitor_page_renders_each_chart_in_a_card(project):
     assert "<h1>Monitor</h1>" in html
     assert html.count('<section class="card">') == 2 and html.count("<svg ") == 2
     assert "&lt;i&gt;mine&lt;/i&gt;" in html
+    assert "3 runs finished in this period." in html
+    assert '2 runs finished in this period, <span class="error">2 with errors</span>' in html
     assert '<option value="day" selected>' in html and '<option value="hour">' in html

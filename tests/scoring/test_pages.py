@@ -318,3 +318,17 @@ def test_a_user_in_two_organizations_moves_between_their_projects(project, owner
     assert f"/projects/{elsewhere.pk}/" in switcher and f"/projects/{project.pk}/" in switcher
     other = client.get(page_url(elsewhere, "logs")).content.decode()
     assert f'data-organization="{second.pk}"' in other  # the page's API calls act in beta
+
+
+def test_the_monitor_page_of_a_project_without_rules_or_runs_says_how_to_start(project, owner_user):
+    html = browser(owner_user).get(page_url(project, "monitor")).content.decode()
+    assert "Nothing to chart yet" in html and "<svg " not in html
+
+
+def test_the_monitor_page_counts_each_rules_failed_runs(project, owner, owner_user, run_inline):
+    owner.post("/v1/project_score", rule_body(project, name="needs expected", scorers=[LEVENSHTEIN]))
+    log(owner, project, {"id": "a", "output": "x", "metrics": {"start": 1, "end": 2}})
+    html = browser(owner_user).get(page_url(project, "monitor")).content.decode()
+    assert (
+        html.count('1 run finished in this period, <span class="error">1 with errors</span>') == 2
+    )  # all, rule
