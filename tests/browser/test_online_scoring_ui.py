@@ -358,10 +358,13 @@ def test_a_code_scorer_is_written_tested_and_offered_to_rules(page, live_stack):
         "def handler(output):\n    return {'score': 1.0 if len(output) < 10 else 0.0, 'metadata': {'length': len(output)}}\n"
     )
     dialog.locator("textarea[name=test_output]").fill('"Paris"')
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_visible()
     dialog.get_by_role("button", name="Test").click()
     result = dialog.locator("[data-function-result]")
     expect(result).to_contain_text('"Short answer": 1')
     expect(result).to_contain_text('"length": 5')
+    # Testing saved the scorer: leaving the dialog no longer cancels anything.
+    expect(dialog.get_by_role("button", name="Close")).to_be_visible()
     shot(page, "scorer_dialog_test")
 
     dialog.get_by_label("Code").fill("def handler(output):\n    return (\n")

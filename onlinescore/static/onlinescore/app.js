@@ -451,6 +451,7 @@ function functionForm(kind, saved) {
   form.dataset.kind = kind;
   form.dataset.functionId = saved ? saved.id : "";
   form.dataset.saved = "";
+  $("[data-close]", form).textContent = "Cancel";
   for (const part of $$("[data-kind]", form)) part.hidden = part.dataset.kind !== kind;
   $("h2", form).textContent = (saved ? "Edit " : "New ") + (kind === "prompt" ? "LLM judge" : "code scorer");
   form.elements.slug.readOnly = Boolean(saved);
@@ -523,6 +524,8 @@ async function functionSave(form) {
   }
   form.dataset.saved = JSON.stringify(body);
   form.dataset.changed = "1";
+  // Saved already: leaving the dialog no longer cancels anything.
+  $("[data-close]", form).textContent = "Close";
 }
 
 document.addEventListener("click", async (event) => {
