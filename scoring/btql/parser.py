@@ -14,6 +14,8 @@ from scoring.btql.regex import check_pattern
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 64
+# Values in one array literal (`x IN [...]`): SQLite's expression trees stop at a depth of 1000.
+MAX_ARRAY_ITEMS = 500
 
 _PARSER = Lark(
     Path(__file__).with_name("grammar.lark").read_text(),
@@ -134,13 +136,20 @@ def _friendly(names) -> set[str]:
 
 
 def _check_tree(node: ast.Node, text: str) -> None:
-    """What the grammar cannot say: nesting depth, where intervals may stand, json_extract's path."""
+    """What the grammar cannot say: nesting depth, array sizes, where intervals may stand,
+    json_extract's path."""
     stack: list[tuple[ast.Node, int, ast.Node | None]] = [(node, 0, None)]
     while stack:
         current, depth, parent = stack.pop()
         if depth > MAX_DEPTH:
             raise BTQLError(
                 f"The expression is nested deeper than {MAX_DEPTH} levels.",
+                text=text,
+                start=current.pos.start,
+            )
+        if isinstance(current, ast.Array) and len(current.items) > MAX_ARRAY_ITEMS:
+            raise BTQLError(
+                f"An array holds at most {MAX_ARRAY_ITEMS} values; this one has {len(current.items)}.",
                 text=text,
                 start=current.pos.start,
             )

@@ -250,7 +250,9 @@ class _PG:
         """x at the path, NULL when missing. An index reads arrays only: PostgreSQL would read a
         scalar as an array of one item ('3'::jsonb -> 0 is 3)."""
         for key in keys:
-            if isinstance(key, int):
+            if isinstance(key, int) and not _indexable(key):
+                x = S("NULL::jsonb", kind="json")  # no array is that long
+            elif isinstance(key, int):
                 x = t(
                     "(CASE WHEN jsonb_typeof({0}) = 'array' THEN {0} -> {1}::int END)", x, p(key), kind="json"
                 )
@@ -700,6 +702,12 @@ class _PG:
 _MAX_FLOAT = "1.7976931348623157e308"
 
 
+def _indexable(index: int) -> bool:
+    """An array index both databases read as written: 32-bit (PostgreSQL's -> takes an int,
+    and SQLite's JSON paths wrap larger ones)."""
+    return -(2**31) <= index < 2**31
+
+
 def order_expression(path: tuple, *, descending: bool = False):
     """An ORDER BY term for a field path (`sort:` of a BTQL query): the column, or the JSON value
     at the path. Nulls last either way."""
@@ -814,6 +822,8 @@ class _SQLite:
             return ("ts", self.columns["created"], None)
         path = "$"
         for key in rest:
+            if isinstance(key, int) and not _indexable(key):
+                raise Unsupported("an index beyond 32 bits")  # SQLite's JSON paths would wrap it
             if isinstance(key, int):
                 path += f"[{key}]" if key >= 0 else f"[#{key}]"
             elif re.fullmatch(r"[A-Za-z0-9_]+", key):

@@ -20,6 +20,7 @@ from scoring.btql.parser import parse, unquote
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_SORT_FIELDS = 20
 CLAUSES = ("select", "from", "filter", "sort", "limit", "cursor")
 _FROM = re.compile(
     r"\s*project_logs\(\s*('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\s*\)\s*(spans|traces)?\s*$", re.I
@@ -101,7 +102,10 @@ def _parse_at(expression: str, text: str, offset: int) -> ast.Node:
 
 def _sort(body: str, offset: int, text: str) -> tuple:
     items, position = [], offset
-    for part in body.split(","):
+    parts = body.split(",")
+    if len(parts) > MAX_SORT_FIELDS:
+        raise BTQLError(f"Sort by at most {MAX_SORT_FIELDS} fields.", text=text, start=offset)
+    for part in parts:
         found = _SORT_ITEM.match(part) if part.strip() else None
         if found is None:
             raise BTQLError("Sort by a field, optionally followed by asc or desc.", text=text, start=position)

@@ -92,6 +92,8 @@ def test_btql_default_order_is_newest_first(owner, logged):
         ("from: project_logs('{pid}')\nlimit: \u00b2", 2, 8),
         ("from: project_logs('{pid}')\nsort: tags[-1]", 2, 7),
         ("from: project_logs('{pid}')\nsort: metadata.\"123\"", 2, 7),
+        ("from: project_logs('{pid}')\nsort: " + ", ".join(f"metadata.k{i}" for i in range(21)), 2, 7),
+        ("from: project_logs('{pid}')\nfilter: metadata.x in [" + ",".join(["1"] * 1100) + "]", 2, 23),
     ],
 )
 def test_btql_errors_point_into_the_query(owner, logged, query, line, column):

@@ -588,3 +588,10 @@ def test_constructs_that_would_mean_different_things_in_python_and_postgresql_ar
     with pytest.raises(BTQLError) as caught:
         parse(text)
     assert caught.value.reason == message
+
+
+def test_an_array_holds_at_most_500_values():
+    assert parse("metadata.x in [" + ", ".join(["1"] * 500) + "]")
+    with pytest.raises(BTQLError, match="An array holds at most 500 values; this one has 501") as caught:
+        parse("metadata.x not in [" + ", ".join(["1"] * 501) + "]")
+    assert caught.value.details["column"] == 19

@@ -34,3 +34,17 @@ def test_out_of_range_strings_are_null_on_both_backends(project, expression):
     in_python = predicate(expression)(span_event(span))
     in_sql = Span.objects.filter(project=project).filter(to_q(expression)).exists()
     assert in_python == in_sql
+
+
+# --- Limits and indexes the databases would read otherwise ----------------------------------------
+
+
+@pytest.mark.parametrize("expression", ["tags[4294967296] = 't'", "tags[-4294967297] = 't'",
+                                        "tags[2147483648] IS NULL", "tags[0] = 't'"])  # fmt: skip
+def test_an_index_beyond_32_bits_reads_nothing_on_both_backends(project, expression):
+    principal = principal_from_key(member_key(project.organization, role="owner"))
+    logs_ingest(principal=principal, rows=[{"id": "a", "tags": ["t"]}], project=project)
+    span = Span.objects.get(row_id="a")
+    in_python = predicate(expression)(span_event(span))
+    in_sql = Span.objects.filter(project=project).filter(to_q(expression)).exists()
+    assert in_python == in_sql == (expression in ("tags[2147483648] IS NULL", "tags[0] = 't'"))
