@@ -200,21 +200,51 @@ def like(text: str, pattern: str, *, insensitive: bool) -> bool:
     # case-insensitive regex would also fold characters such as "ſ" to "s").
     if insensitive:
         text, pattern = text.lower(), pattern.lower()
-    return _like_regex(pattern).fullmatch(text) is not None
+    pieces = _like_pieces(pattern)
+    if len(pieces) == 1:  # no %: the whole text, piece for piece
+        return len(text) == pieces[0].size and pieces[0].regex.match(text) is not None
+    first, *middle, last = pieces
+    # Without backtracking, so that time stays linear in the pieces ('%a%a%a%b' on a long text
+    # would take a regex exponential time): the first piece at the start, the last at the end,
+    # each one between at its leftmost place, which leaves the most room to the pieces after it.
+    end = len(text) - last.size
+    if end < first.size or not first.regex.match(text) or not last.regex.match(text, end):
+        return False
+    at = first.size
+    for piece in middle:
+        found = piece.regex.search(text, at, end)
+        if found is None:
+            return False
+        at = found.end()
+    return True
+
+
+@dataclass(frozen=True)
+class _LikePiece:
+    """A run of a LIKE pattern between two %: literal characters and _, so a fixed length."""
+
+    regex: re.Pattern
+    size: int
 
 
 @functools.lru_cache(maxsize=4096)
-def _like_regex(pattern: str) -> re.Pattern:
-    out, i = [], 0
+def _like_pieces(pattern: str) -> list[_LikePiece]:
+    pieces, current, size, i = [], [], 0, 0
     while i < len(pattern):
         char = pattern[i]
         if char == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
+            current.append(re.escape(pattern[i + 1]))
+            size, i = size + 1, i + 2
             continue
-        out.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+        if char == "%":
+            pieces.append(_LikePiece(re.compile("".join(current), re.DOTALL), size))
+            current, size = [], 0
+        else:
+            current.append("." if char == "_" else re.escape(char))
+            size += 1
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    pieces.append(_LikePiece(re.compile("".join(current), re.DOTALL), size))
+    return pieces
 
 
 def text_matches(op: str, text: str, pattern: str) -> bool:

@@ -1,10 +1,13 @@
 """What the conformance table cannot say: when now() is read, caching, and evaluation at the edges
 of the value ranges (never an exception: out-of-range arithmetic is null)."""
 
+import re
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scoring.btql import values
 from scoring.btql.predicate import predicate
@@ -118,3 +121,26 @@ def test_edges_evaluate_without_raising(expression):
 )
 def test_text_of_renders_like_postgresql_jsonb(value, text):
     assert values.text_of(value) == text
+
+
+# LIKE is matched piece by piece, without backtracking: it must agree with the plain regex
+# reading of the pattern (which backtracks, exponentially so on '%a%a%a...b').
+_LIKE_ALPHABET = "ab%_\\"
+
+
+def _like_by_regex(text: str, pattern: str) -> bool:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append({"%": ".*", "_": "."}.get(pattern[i], re.escape(pattern[i])))
+        i += 1
+    return re.fullmatch("".join(out), text, re.DOTALL) is not None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=st.text("ab%_\\\n", max_size=12), pattern=st.text(_LIKE_ALPHABET, max_size=8))
+def test_like_agrees_with_the_regex_reading_of_its_pattern(text, pattern):
+    assert values.like(text, pattern, insensitive=False) is _like_by_regex(text, pattern)
