@@ -11,7 +11,7 @@ from onlinescore.exceptions import NotFound
 from projects.auth import Principal, has_permission
 from projects.models import Project, Span
 from projects.selectors import logs_fetch, project_get, project_list
-from scoring.btql.q import order_expression, to_q
+from scoring.btql.q import evaluated, order_expression, to_q
 from scoring.btql.query import parse_query
 from scoring.engine import is_scoring_span
 from scoring.models import (
@@ -33,7 +33,8 @@ def logs_search(
 ) -> tuple[list[dict], str | None]:
     """The project's spans matching a BTQL filter, newest first, a page at a time."""
     where = to_q(filter_text) if filter_text and filter_text.strip() else None
-    return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
+    with evaluated(filter_text or ""):
+        return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
 
 
 def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | None]:
@@ -50,9 +51,10 @@ def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | Non
     # `sort: created desc` is the default order, which has the stable keyset cursor.
     sort = () if parsed.sort == ((("created",), True),) else parsed.sort
     order_by = [order_expression(path, descending=desc) for path, desc in sort]
-    return logs_fetch(
-        project=project, limit=parsed.limit, cursor=parsed.cursor, where=where, order_by=order_by
-    )
+    with evaluated(query):
+        return logs_fetch(
+            project=project, limit=parsed.limit, cursor=parsed.cursor, where=where, order_by=order_by
+        )
 
 
 # --- Online scoring ------------------------------------------------------------------------
@@ -312,7 +314,8 @@ def traces_page(
     where = Q(is_root=True)
     if filter_text and filter_text.strip():
         where &= to_q(filter_text)
-    return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
+    with evaluated(filter_text or ""):
+        return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
 
 
 def scorer_errors(*, project: Project, row_ids: list[str]) -> dict[str, list[str]]:

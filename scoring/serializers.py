@@ -1,3 +1,5 @@
+import re
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -150,10 +152,11 @@ class RunListQuerySerializer(serializers.Serializer):
     ids = serializers.CharField(help_text="Comma-separated scoring run ids")
 
     def validate_ids(self, value):
-        try:
-            ids = [int(part) for part in value.split(",") if part.strip()]
-        except ValueError:
-            raise serializers.ValidationError("ids are comma-separated integers.") from None
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        # Digits only: int() would also read "+1", "1_0" and other scripts' digits.
+        if not all(re.fullmatch(r"[0-9]+", part) for part in parts):
+            raise serializers.ValidationError("ids are comma-separated integers.")
+        ids = [int(part) for part in parts]
         if any(not 0 < run_id < 2**63 for run_id in ids):
             raise serializers.ValidationError("ids are positive 64-bit integers.")
         if not ids or len(ids) > RUNS_PER_REQUEST:

@@ -18,12 +18,15 @@ for the connection it runs on:
 User values only ever reach SQL as query parameters.
 """
 
+import contextlib
 import functools
 import hashlib
 import json
 import re
+import threading
 from datetime import datetime, timezone
 
+from django.db import OperationalError
 from django.db.models import BooleanField, Expression, F, Q
 
 from scoring.btql import ast
@@ -31,6 +34,7 @@ from scoring.btql import values as v
 from scoring.btql.errors import BTQLError
 from scoring.btql.fields import TIMESTAMP_FIELDS
 from scoring.btql.parser import parse
+from scoring.btql.regex import PatternTooSlow
 
 # BTQL field -> column, for the fields that are not JSON documents.
 TEXT_COLUMNS = {"id": "row_id", "span_id": "span_id", "root_span_id": "root_span_id"}
@@ -970,7 +974,11 @@ def _sqlite_eval(key, row_id, span_id, root_span_id, is_root, created, *document
         row["created"] = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).isoformat()
     for name, document in zip(JSON_COLUMNS, documents, strict=True):
         row[name] = None if document is None else json.loads(document)
-    return node_evaluator[1](row) is True
+    try:
+        return node_evaluator[1](row) is True
+    except PatternTooSlow as exc:
+        _sqlite_failure.message = str(exc)
+        raise
 
 
 def _sqlite_text_op(op, document, pattern, negated):
@@ -978,8 +986,31 @@ def _sqlite_text_op(op, document, pattern, negated):
     text = v.text_of(value)
     if text is None:
         return False
-    result = v.text_matches(op, text, pattern)
+    try:
+        result = v.text_matches(op, text, pattern)
+    except PatternTooSlow as exc:
+        _sqlite_failure.message = str(exc)  # SQLite only says that a function raised: see `evaluated`
+        raise
     return (not result) if negated else result
+
+
+_sqlite_failure = threading.local()
+
+
+@contextlib.contextmanager
+def evaluated(text: str):
+    """Around the running of a query filtered by BTQL `text`: a regular expression that ran out of
+    time inside SQLite (the one way evaluation can fail) is the BTQLError it is, not a 500."""
+    _sqlite_failure.message = None
+    try:
+        yield
+    except OperationalError:
+        message = getattr(_sqlite_failure, "message", None)
+        if message is None:
+            raise
+        raise BTQLError(f"The filter could not run: {message}.", text=text, start=0) from None
+    finally:
+        _sqlite_failure.message = None
 
 
 # Casts that give NULL instead of an error, as the Python side does: a stored string that looks

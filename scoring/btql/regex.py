@@ -10,6 +10,18 @@ newlines, and `$` only matches at the very end.
 import functools
 import re
 
+import regex
+
+# How long one `~` may search one text. Python's `re` backtracks, and a pattern such as
+# (x+)+y can take exponential time; a rule's filter runs inside ingest, so every search is
+# bounded (the `regex` module, in `re`'s own semantics, VERSION0, has the timeout).
+SEARCH_SECONDS = 0.1
+
+
+class PatternTooSlow(Exception):
+    """A search that ran out of SEARCH_SECONDS."""
+
+
 _FORBIDDEN = [
     (re.compile(r"\\[1-9]"), "back-references (\\1) are not supported"),
     (re.compile(r"\(\?(?!:)"), "(? groups other than (?: ) are not supported"),
@@ -34,15 +46,27 @@ def check_pattern(pattern: str) -> str | None:
         if any(b and int(b) > MAX_REPETITION for b in bounds.groups()):
             return f"Unsupported regular expression: repetition counts go up to {MAX_REPETITION}."
     try:
+        re.compile(pattern)  # the error messages users know
         compile_pattern(pattern)
-    except re.error as exc:
+    except (re.error, regex.error) as exc:
         return f"Invalid regular expression: {exc}."
     return None
 
 
+def search(pattern: str, text: str) -> bool:
+    """Whether `pattern` is found in `text`, within SEARCH_SECONDS (else PatternTooSlow)."""
+    try:
+        return compile_pattern(pattern).search(text, timeout=SEARCH_SECONDS) is not None
+    except TimeoutError:
+        raise PatternTooSlow(
+            f"the regular expression {pattern!r} took longer than {SEARCH_SECONDS:g} s on a text of "
+            f"{len(text)} characters; nested repetitions such as (x+)+ are slow"
+        ) from None
+
+
 @functools.lru_cache(maxsize=1024)
-def compile_pattern(pattern: str) -> re.Pattern:
-    return re.compile(_end_anchor(pattern), re.DOTALL)
+def compile_pattern(pattern: str) -> regex.Pattern:
+    return regex.compile(_end_anchor(pattern), regex.DOTALL | regex.VERSION0)
 
 
 def _end_anchor(pattern: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from dateutil.relativedelta import relativedelta
 
-from scoring.btql.regex import compile_pattern
+from scoring.btql.regex import search as regex_search
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def text_matches(op: str, text: str, pattern: str) -> bool:
         return like(text, pattern, insensitive=op == "ilike")
     if op == "match":
         return match(text, pattern)
-    return compile_pattern(pattern).search(text) is not None
+    return regex_search(pattern, text)
 
 
 def match(text: str, query: str) -> bool:

@@ -113,6 +113,8 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
     ):
         raise ValidationError("choice_scores maps each choice to a score between 0 and 1.",
                               field="prompt_data.parser.choice_scores")  # fmt: skip
+    if not isinstance(parser.get("use_cot", True), bool):
+        raise ValidationError("use_cot is true or false.", field="prompt_data.parser.use_cot")
     return {
         "prompt": {
             "type": "chat",
@@ -121,7 +123,7 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
         "options": options,
         "parser": {
             "type": "llm_classifier",
-            "use_cot": bool(parser.get("use_cot", True)),
+            "use_cot": parser.get("use_cot", True),
             "choice_scores": choices,
             "choice_order": list(choices),  # jsonb (PostgreSQL) does not keep key order
         },

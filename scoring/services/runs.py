@@ -28,7 +28,7 @@ from projects.ingest.services import logs_record_results, spans_lock
 from projects.models import Project, Span
 from scoring import scorers
 from scoring.btql.errors import BTQLError
-from scoring.btql.q import to_q
+from scoring.btql.q import evaluated, to_q
 from scoring.models import Rule, ScoringRun
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ def logs_score(
     )
     if (ids is None) == (filter_text is None):
         raise ValidationError("Give either ids (specific logs) or filter (score past logs).", field="ids")
+    if ids is not None and limit is not None:
+        raise ValidationError("limit goes with filter (score past logs); ids are each scored.", field="limit")
     live = Span.objects.filter(project=project, deleted=False)
     if ids is not None:
         found = {s.row_id: s for s in live.filter(row_id__in=ids)}
@@ -60,13 +62,14 @@ def logs_score(
         spans = [found[row_id] for row_id in dict.fromkeys(ids)]
     else:
         roots = live.filter(is_root=True)
-        if filter_text.strip():
-            try:
+        try:
+            if filter_text.strip():
                 roots = roots.filter(to_q(filter_text))
-            except BTQLError as exc:
-                exc.details["field"] = "filter"
-                raise
-        spans = list(roots.order_by("-created", "-pk")[: limit or settings.SCORING_PAST_LOGS_DEFAULT])
+            with evaluated(filter_text):
+                spans = list(roots.order_by("-created", "-pk")[: limit or settings.SCORING_PAST_LOGS_DEFAULT])
+        except BTQLError as exc:
+            exc.details["field"] = "filter"
+            raise
     now = timezone.now()
     runs = [
         ScoringRun(project=project, span=span, scorer=ref, scorer_key=scorers.reference_key(ref),

@@ -539,3 +539,16 @@ def test_a_filter_failing_at_runtime_records_an_error_and_does_not_fail_ingest(
     assert record.decisions == {str(broken.pk): Decision.ERROR.value, str(fine.pk): Q}
     assert record.errors == {str(broken.pk): "The BTQL filter failed: cannot compare"}
     assert [r.rule_id for r in runs_of(project, "a")] == [fine.pk]
+
+
+def test_a_filter_whose_regular_expression_runs_out_of_time_errors_that_rule_only(
+    make_rule, project, enqueue_calls
+):
+    slow = make_rule(name="slow", btql_filter="input ~ '(a|aa)+$'")
+    fine = make_rule(name="fine")
+    log(project, ended("a", input="a" * 60 + "b"))
+    record = SpanDecisions.objects.get(span=span(project, "a"))
+    assert record.decisions == {str(slow.pk): Decision.ERROR.value, str(fine.pk): Q}
+    assert record.errors[str(slow.pk)].startswith(
+        "The BTQL filter failed: the regular expression '(a|aa)+$' took longer than 0.1 s on a text of 61 characters"
+    )

@@ -194,6 +194,7 @@ def _choices(choice_scores):
         (_choices({"Y": 2}), "prompt_data.parser.choice_scores", "between 0 and 1"),
         (_choices({"Y": "high"}), "prompt_data.parser.choice_scores", "between 0 and 1"),
         (_choices({}), "prompt_data.parser.choice_scores", "between 0 and 1"),
+        (_judge_case(parser={**JUDGE["parser"], "use_cot": "false"}), "prompt_data.parser.use_cot", "true or false"),
         ({"prompt_data": JUDGE}, "prompt_data", "code scorer"),
         ({"bogus": 1}, "bogus", "Unknown field"),
         ({"slug": "not a slug"}, "slug", "slug"),

@@ -1,6 +1,7 @@
 """The logs API through BTQL: fetch with `filter`, and POST /btql."""
 
 import pytest
+from django.db import connection
 
 from projects.models import Membership
 from tests.conftest import Api, member_key
@@ -44,6 +45,28 @@ def test_fetch_filters_with_btql_by_get_and_post(owner, logged):
     assert ids(
         owner.post(path, {"filter": "metadata.n >= 3", "cursor": body["cursor"]}).json()["events"]
     ) == ["t1-root"]
+
+
+SLOW = "(a|aa)+$"  # backtracks exponentially on a run of a's that ends otherwise
+
+
+def test_a_regular_expression_that_runs_out_of_time_is_a_400_not_a_hang(owner, project):
+    """Each search has SEARCH_SECONDS; on SQLite the search runs in the query, and its failure
+    must come back as the filter's error. PostgreSQL runs `~` itself."""
+    insert = owner.post(
+        f"/v1/project_logs/{project.pk}/insert", {"events": [{"id": "a", "input": "a" * 60 + "b"}]}
+    )
+    assert insert.status_code == 200
+    response = owner.get(f"/v1/project_logs/{project.pk}/fetch", filter=f"input ~ '{SLOW}'")
+    if connection.vendor != "sqlite":
+        assert response.status_code == 200 and response.json()["events"] == []
+        return
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "btql_error", error
+    assert "took longer than 0.1 s" in error["message"] and (error["line"], error["column"]) == (1, 1)
+    score = owner.post(f"/v1/project_logs/{project.pk}/score",
+                       {"scorers": [{"type": "global", "name": "ExactMatch"}], "filter": f"input ~ '{SLOW}'"})  # fmt: skip
+    assert score.status_code == 400 and score.json()["error"]["field"] == "filter"
 
 
 def test_a_bad_filter_is_a_400_with_its_position(owner, logged):

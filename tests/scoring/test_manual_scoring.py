@@ -174,6 +174,7 @@ def test_an_invalid_filter_is_a_400_with_its_position(owner, past_logs, queued):
         ({"scorers": [{"type": "global", "name": "Nope"}], "ids": ["a"]}, "scorers[0]"),
         ({"scorers": [EXACT], "ids": ["a"], "bogus": 1}, "bogus"),
         ({"scorers": [EXACT], "filter": "", "limit": 0}, "limit"),
+        ({"scorers": [EXACT], "ids": ["a"], "limit": 5}, "limit"),
     ],
 )
 def test_a_bad_request_is_a_400_naming_the_field(owner, project, queued, body, field):
@@ -299,7 +300,7 @@ def test_unknown_and_other_organizations_runs_are_404(owner, project, queued):
     assert runs(stranger, other["id"]).status_code == 200
 
 
-@pytest.mark.parametrize("ids", ["1,x", "", ",", "-", "1.5"])
+@pytest.mark.parametrize("ids", ["1,x", "", ",", "-", "1.5", "1_0", "+1", "\u0663"])
 def test_bad_run_ids_are_a_400(owner, ids):
     response = owner.get("/v1/scoring_runs", ids=ids)
     assert response.status_code == 400 and response.json()["error"]["field"] == "ids"

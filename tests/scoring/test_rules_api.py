@@ -489,3 +489,19 @@ def test_editing_a_rule_in_the_admin_keeps_whom_it_runs_as(admin_client, admin_o
     assert response.status_code == 302
     rule = Rule.objects.get()
     assert rule.name == "edited" and rule.run_as_user == creator
+
+
+def test_a_custom_scorer_is_one_scorer_however_its_id_is_spelled(owner, project):
+    code = {"type": "inline", "runtime_context": {"runtime": "python", "version": "3.11"},
+            "code": "def handler(output):\n    return 1\n"}  # fmt: skip
+    function = owner.post("/v1/function", {"project_id": str(project.pk), "name": "One", "slug": "one",
+                                           "function_data": {"type": "code", "data": code}}).json()  # fmt: skip
+    spellings = [
+        {"type": "function", "id": function["id"]},
+        {"type": "function", "id": "{%s}" % function["id"].upper()},
+    ]
+    response = owner.post("/v1/project_score", rule_body(project, scorers=spellings))
+    assert response.status_code == 400 and response.json()["error"]["field"] == "config.online.scorers[1]"
+    assert "listed twice" in response.json()["error"]["message"]
+    response = owner.post("/v1/project_score", rule_body(project, scorers=spellings[1:]))
+    assert response.json()["config"]["online"]["scorers"] == [{"type": "function", "id": function["id"]}]
