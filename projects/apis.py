@@ -25,23 +25,67 @@ from projects.serializers import (
 
 
 def validated(serializer_class, data) -> dict:
-    """The serializer's validated data; a field it does not know, at any depth, is an error."""
+    """A JSON body's validated data. A field the serializer does not know, at any depth, is an
+    error, and so is a value of another JSON type than the field's: DRF alone would read true as
+    1.0, 1 as "1" and "5" as 5."""
     if not isinstance(data, dict):
         raise ValidationError("Expected a JSON object.", field=None)
-    _refuse_unknown(serializer_class(), data, prefix="")
+    _check(serializer_class(), data, prefix="", types=True)
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
 
-def _refuse_unknown(serializer: serializers.Serializer, data: dict, *, prefix: str) -> None:
+def validated_query(serializer_class, request) -> dict:
+    """A query string's validated data: each parameter known and given once (else which value
+    counts?); its text is converted by the field."""
+    repeated = sorted(name for name, values in request.query_params.lists() if len(values) > 1)
+    if repeated:
+        raise ValidationError(f"Give {repeated[0]!r} once.", field=repeated[0])
+    params = request.query_params.dict()
+    _check(serializer_class(), params, prefix="", types=False)
+    serializer = serializer_class(data=params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# The JSON types a field takes, first match wins (subclasses such as URLField are CharFields).
+_JSON_TYPES = [
+    (serializers.BooleanField, (bool,), "true or false"),
+    (serializers.IntegerField, (int,), "an integer"),
+    (serializers.FloatField, (int, float), "a number"),
+    (serializers.ChoiceField, (str,), "a string"),
+    (serializers.UUIDField, (str,), "a string"),
+    (serializers.CharField, (str,), "a string"),
+    (serializers.ListField, (list,), "a list"),
+    (serializers.DictField, (dict,), "an object"),
+]
+
+
+def _check(serializer: serializers.Serializer, data: dict, *, prefix: str, types: bool) -> None:
     fields = serializer.fields
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValidationError(f"Unknown field {unknown[0]!r}.", field=prefix + unknown[0])
     for name, value in data.items():
-        if isinstance(fields[name], serializers.Serializer) and isinstance(value, dict):
-            _refuse_unknown(fields[name], value, prefix=f"{prefix}{name}.")
+        field = fields[name]
+        if isinstance(field, serializers.Serializer) and isinstance(value, dict):
+            _check(field, value, prefix=f"{prefix}{name}.", types=types)
+        elif types:
+            _check_type(field, value, prefix + name)
+
+
+def _check_type(field: serializers.Field, value, where: str) -> None:
+    if value is None:
+        return  # the field's allow_null decides
+    for kind, json_types, words in _JSON_TYPES:
+        if isinstance(field, kind):
+            if not isinstance(value, json_types) or (isinstance(value, bool) and bool not in json_types):
+                raise ValidationError(f"{where.rsplit('.', 1)[-1]} must be {words}.", field=where)
+            break
+    if isinstance(field, serializers.ListField):
+        for i, item in enumerate(value):
+            _check_type(field.child, item, f"{where}[{i}]")
 
 
 class RawJSONAPIView(APIView):
@@ -131,7 +175,7 @@ class ProjectListCreateAPI(RawJSONAPIView):
         responses={200: inline_serializer("ProjectList", {"objects": ProjectSerializer(many=True)})},
     )
     def get(self, request):
-        params = validated(ProjectListQuerySerializer, request.query_params.dict())
+        params = validated_query(ProjectListQuerySerializer, request)
         projects = selectors.project_list(principal=request.auth, name=params.get("project_name"))
         return Response({"objects": ProjectSerializer(projects, many=True).data})
 

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from onlinescore.exceptions import Forbidden
-from projects.apis import ProjectScopedAPIView, RawJSONAPIView, validated
+from projects.apis import ProjectScopedAPIView, RawJSONAPIView, validated, validated_query
 from projects.selectors import project_get
 from scoring import selectors, services
 from scoring.models import Function, Rule
@@ -38,7 +38,7 @@ class LogsFetchAPI(ProjectScopedAPIView):
 
     @extend_schema(parameters=[FetchSerializer], responses={200: FetchResultSerializer})
     def get(self, request, project_id):
-        return self._fetch(validated(FetchSerializer, request.query_params.dict()))
+        return self._fetch(validated_query(FetchSerializer, request))
 
     @extend_schema(request=FetchSerializer, responses={200: FetchResultSerializer})
     def post(self, request, project_id):
@@ -72,7 +72,7 @@ class RuleListCreateAPI(RawJSONAPIView):
         responses={200: inline_serializer("RuleList", {"objects": RuleSerializer(many=True)})},
     )
     def get(self, request):
-        params = validated(RuleListQuerySerializer, request.query_params.dict())
+        params = validated_query(RuleListQuerySerializer, request)
         rules = selectors.rule_list(
             principal=request.auth, project_id=params.get("project_id"), name=params.get("project_score_name")
         )
@@ -194,7 +194,7 @@ class ScoringStateAPI(ProjectScopedAPIView):
     )
     def get(self, request, project_id):
         """Why a span has, or has no, score: each rule's decision, its runs and their errors."""
-        params = validated(ScoringStateQuerySerializer, request.query_params.dict())
+        params = validated_query(ScoringStateQuerySerializer, request)
         return Response(selectors.scoring_state(project=self.get_project(), row_id=params["id"]))
 
 
@@ -204,7 +204,7 @@ class ScoringRunsAPI(RawJSONAPIView):
         responses={200: inline_serializer("RunList", {"objects": serializers.ListField()})},
     )
     def get(self, request):
-        params = validated(RunListQuerySerializer, request.query_params.dict())
+        params = validated_query(RunListQuerySerializer, request)
         runs = selectors.runs_get(principal=request.auth, run_ids=params["ids"])
         return Response({"objects": [selectors.run_summary(run) for run in runs]})
 
@@ -231,7 +231,7 @@ class FunctionListCreateAPI(RawJSONAPIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
-        params = validated(FunctionListQuerySerializer, request.query_params.dict())
+        params = validated_query(FunctionListQuerySerializer, request)
         functions = selectors.function_list(
             principal=request.auth, project_id=params.get("project_id"), slug=params.get("slug"),
             name=params.get("function_name"),

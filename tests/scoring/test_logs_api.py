@@ -158,3 +158,10 @@ def test_edge_filters_answer_the_same_in_python_and_sql(owner, logged, expressio
         s.row_id for s in Span.objects.filter(project=logged) if predicate(expression)(span_event(s))
     )
     assert sorted(ids(response.json()["events"])) == in_python
+
+
+def test_a_fetch_body_takes_json_numbers_and_its_query_string_takes_text(owner, logged):
+    path = f"/v1/project_logs/{logged.pk}/fetch"
+    response = owner.post(path, {"limit": "1"})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "limit"
+    assert len(owner.get(path, limit="1").json()["events"]) == 1

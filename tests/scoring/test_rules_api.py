@@ -505,3 +505,39 @@ def test_a_custom_scorer_is_one_scorer_however_its_id_is_spelled(owner, project)
     assert "listed twice" in response.json()["error"]["message"]
     response = owner.post("/v1/project_score", rule_body(project, scorers=spellings[1:]))
     assert response.json()["config"]["online"]["scorers"] == [{"type": "function", "id": function["id"]}]
+
+
+@pytest.mark.parametrize(
+    ("online", "field", "words"),
+    [
+        ({"sampling_rate": True}, "config.online.sampling_rate", "a number"),
+        ({"sampling_rate": "0.5"}, "config.online.sampling_rate", "a number"),
+        ({"enabled": ""}, "config.online.enabled", "true or false"),
+        ({"enabled": 1}, "config.online.enabled", "true or false"),
+        ({"apply_to_span_names": [1]}, "config.online.apply_to_span_names[0]", "a string"),
+        ({"apply_to_span_names": "llm"}, "config.online.apply_to_span_names", "a list"),
+        ({"btql_filter": 1}, "config.online.btql_filter", "a string"),
+        ({"sample_by": 2}, "config.online.sample_by", "a string"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_a_400_not_converted(owner, project, online, field, words):
+    response = owner.post("/v1/project_score", rule_body(project, **online))
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["field"] == field and words in error["message"], error
+    assert not Rule.objects.exists()
+
+
+@pytest.mark.parametrize(("change", "field"), [({"name": 123}, "name"), ({"project_id": 1}, "project_id")])
+def test_top_level_fields_of_the_wrong_json_type_are_400s(owner, project, change, field):
+    response = owner.post("/v1/project_score", {**rule_body(project), **change})
+    assert response.status_code == 400 and response.json()["error"]["field"] == field
+    assert not Rule.objects.exists()
+
+
+def test_a_query_parameter_given_twice_is_a_400(owner, project):
+    response = owner.client.get(f"/v1/project_score?project_id={project.pk}&project_id={project.pk}")
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "Give 'project_id' once.", "code": "invalid", "field": "project_id"
+    }  # fmt: skip
