@@ -27,6 +27,10 @@ OTHER_OBJECTS = ("experiment_id", "dataset_id", "prompt_session_id")
 ACCEPTED_FIELDS = DOCUMENT_FIELDS | AUDIT_FIELDS | CONTROL_FIELDS | ROUTING_FIELDS | {"comment"}
 
 
+# What a comment row (the SDK's log_feedback(comment=...)) does not carry: it would be dropped.
+_NOT_IN_COMMENTS = DOCUMENT_FIELDS - {"id", "created", "origin"} | {"_is_merge", "_merge_paths"}
+
+
 @dataclass
 class Write:
     """One validated row: a span write, a tombstone, or a comment."""
@@ -39,6 +43,7 @@ class Write:
     merge_paths: list[list[str]] = field(default_factory=list)
     delete: bool = False
     is_comment: bool = False
+    org_id: str | None = None
 
 
 def parse_row(index: int, row: Any) -> Write:
@@ -58,8 +63,9 @@ def parse_row(index: int, row: Any) -> Write:
     if row.get("log_id") not in (None, "g"):
         fail("log_id must be 'g' (project logs).", "log_id")
     project_id = row.get("project_id")
-    if project_id is not None and not isinstance(project_id, str):
-        fail("project_id must be a string.", "project_id")
+    for name in ("project_id", "org_id"):
+        if row.get(name) is not None and not isinstance(row[name], str):
+            fail(f"{name} must be a string.", name)
 
     row_id = row.get("id")
     if row_id is None:
@@ -80,6 +86,11 @@ def parse_row(index: int, row: Any) -> Write:
 
     if row.get("comment") is not None:
         origin = row.get("origin")
+        content = sorted(set(row) & _NOT_IN_COMMENTS)
+        if content:
+            fail(
+                f"A comment row holds a comment, not {content[0]}: log that in a row of its own.", content[0]
+            )
         if not isinstance(row["comment"], dict):
             fail('comment must be an object such as {"text": "..."}.', "comment")
         if not isinstance(origin, dict) or origin.get("id") is None:
@@ -87,7 +98,13 @@ def parse_row(index: int, row: Any) -> Write:
         _check_id(origin["id"], "origin.id", fail)
         document["comment"] = row["comment"]
         return Write(
-            index, project_id, row_id, document, is_comment=True, delete=bool(row.get("_object_delete"))
+            index,
+            project_id,
+            row_id,
+            document,
+            is_comment=True,
+            delete=bool(row.get("_object_delete")),
+            org_id=row.get("org_id"),
         )
 
     return Write(
@@ -98,6 +115,7 @@ def parse_row(index: int, row: Any) -> Write:
         is_merge=bool(row.get("_is_merge")),
         merge_paths=merge_paths,
         delete=bool(row.get("_object_delete")),
+        org_id=row.get("org_id"),
     )
 
 

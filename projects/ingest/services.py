@@ -183,6 +183,10 @@ def _projects_for(principal: Principal, writes: list[Write], project: Project | 
         resolved[str(project.pk)] = project
     by_index = {}
     for w in writes:
+        if w.org_id is not None and not _same_uuid(w.org_id, principal.organization.pk):
+            raise ValidationError(
+                "org_id is not the organization of your API key.", index=w.index, field="org_id"
+            )
         if project is not None and w.project_id is not None and not _same_uuid(w.project_id, project.pk):
             raise ValidationError(
                 "project_id differs from the project in the URL.", index=w.index, field="project_id"

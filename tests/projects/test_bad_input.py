@@ -56,6 +56,28 @@ def assert_nothing_written():
         ({"id": "b", "created": "0001-01-01T00:00:00+05:00"}, "created", "out of range"),
         ({"id": "b", "comment": {"text": "hi"}, "origin": {"id": "x" * 300}}, "origin.id", "longer than"),
         ({"id": "b", "metadata": {"a b": {"c": "\u0000"}}}, 'metadata."a b".c', "NUL"),
+        ({"id": "b", "org_id": ["x"]}, "org_id", "string"),
+        ({"id": "b", "org_id": "5"}, "org_id", "organization of your API key"),
+        (
+            {"id": "b", "org_id": "6f1c3a52-28a4-4b8e-9e0f-8ad8f1f1f1f1"},
+            "org_id",
+            "organization of your API key",
+        ),
+        (
+            {"id": "c", "comment": {"text": "hi"}, "origin": {"id": "a"}, "input": "lost"},
+            "input",
+            "log that in a row",
+        ),
+        (
+            {"id": "c", "comment": {"text": "hi"}, "origin": {"id": "a"}, "scores": {"s": 1}},
+            "scores",
+            "not scores",
+        ),
+        (
+            {"id": "c", "comment": {"text": "hi"}, "origin": {"id": "a"}, "_is_merge": True},
+            "_is_merge",
+            "comment",
+        ),
     ],
 )
 def test_a_bad_row_rejects_the_batch_with_its_index_and_field(owner, project, bad_row, field, words):
@@ -200,3 +222,8 @@ def test_an_unknown_url_is_a_json_404(owner):
 def test_a_project_name_must_be_given(owner):
     response = owner.post("/v1/project", {"description": "x"})
     assert response.status_code == 400 and response.json()["error"]["field"] == "name"
+
+
+def test_a_row_may_name_the_organization_of_its_key(owner, project):
+    row = {**GOOD, "id": "named", "org_id": str(project.organization.pk).upper()}
+    assert insert_raw(owner, project, {"events": [row]}).status_code == 200
