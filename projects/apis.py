@@ -161,6 +161,12 @@ class Logs3API(RawJSONAPIView):
             raise ValidationError(
                 "Overflow uploads are not supported; /version advertises no payload limit.", field="rows"
             )
+        unknown = sorted(set(body) - {"rows", "api_version"})
+        if unknown:
+            raise ValidationError(f"Unknown field {unknown[0]!r}.", field=unknown[0])
+        version = body.get("api_version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise ValidationError("api_version is an integer (the SDK sends 2).", field="api_version")
         logs_ingest(principal=request.auth, rows=body["rows"])
         return Response({})
 

@@ -100,6 +100,21 @@ def test_logs3_reports_the_row_index_too(owner, project):
     assert_nothing_written()
 
 
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"bogus": 1}, "bogus"),
+        ({"api_version": "two"}, "api_version"),
+        ({"api_version": True}, "api_version"),
+    ],
+)
+def test_logs3_refuses_what_it_does_not_know_at_the_top_level(owner, project, extra, field):
+    row = {**GOOD, "project_id": str(project.pk)}
+    response = owner.post("/logs3", {"rows": [row], "api_version": 2, **extra}, content_type="")
+    assert response.status_code == 400 and response.json()["error"]["field"] == field
+    assert_nothing_written()
+
+
 def test_logs3_rows_need_a_project(owner, project):
     response = owner.post("/logs3", {"rows": [GOOD]}, content_type="")
     assert response.status_code == 400 and response.json()["error"]["field"] == "project_id"
