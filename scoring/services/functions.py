@@ -1,6 +1,7 @@
 """Custom scorers (functions: code run in the sandbox, or LLM-as-a-judge prompts) and the
 organization's LLM endpoint."""
 
+import chevron.tokenizer
 from django.db import IntegrityError, transaction
 
 from onlinescore.exceptions import ValidationError
@@ -75,6 +76,7 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
         raise ValidationError(
             "An LLM judge needs prompt_data {prompt, options, parser}.", field="prompt_data"
         )
+    _refuse_unknown(prompt_data, {"prompt", "options", "parser"}, "prompt_data")
     prompt = prompt_data.get("prompt")
     messages = prompt.get("messages") if isinstance(prompt, dict) else None
     if (
@@ -92,6 +94,15 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
         ):
             raise ValidationError("A message is {role: system|user|assistant, content: text}.",
                                   field=f"prompt_data.prompt.messages[{i}]")  # fmt: skip
+        _refuse_unknown(message, {"role", "content"}, f"prompt_data.prompt.messages[{i}]")
+        try:
+            list(chevron.tokenizer.tokenize(message["content"]))  # as the judge renders it
+        except chevron.tokenizer.ChevronError as exc:
+            raise ValidationError(
+                f"The message's template does not parse: {' '.join(str(exc).split())}.",
+                field=f"prompt_data.prompt.messages[{i}].content",
+            ) from None
+    _refuse_unknown(prompt, {"type", "messages"}, "prompt_data.prompt")
     options = prompt_data.get("options") or {}
     if (
         not isinstance(options, dict)
@@ -99,6 +110,7 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
         or not isinstance(options.get("params", {}), dict)
     ):
         raise ValidationError("options is {model, params}.", field="prompt_data.options")
+    _refuse_unknown(options, {"model", "params"}, "prompt_data.options")
     parser = prompt_data.get("parser")
     if not isinstance(parser, dict) or parser.get("type") != "llm_classifier":
         raise ValidationError('parser is {"type": "llm_classifier", ...}.', field="prompt_data.parser")
@@ -115,6 +127,7 @@ def _prompt_data_clean(prompt_data: dict | None) -> dict:
                               field="prompt_data.parser.choice_scores")  # fmt: skip
     if not isinstance(parser.get("use_cot", True), bool):
         raise ValidationError("use_cot is true or false.", field="prompt_data.parser.use_cot")
+    _refuse_unknown(parser, {"type", "use_cot", "choice_scores"}, "prompt_data.parser")
     return {
         "prompt": {
             "type": "chat",

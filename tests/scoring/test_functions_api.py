@@ -195,6 +195,13 @@ def _choices(choice_scores):
         (_choices({"Y": "high"}), "prompt_data.parser.choice_scores", "between 0 and 1"),
         (_choices({}), "prompt_data.parser.choice_scores", "between 0 and 1"),
         (_judge_case(parser={**JUDGE["parser"], "use_cot": "false"}), "prompt_data.parser.use_cot", "true or false"),
+        (_judge_case(parser={**JUDGE["parser"], "extra": 1}), "prompt_data.parser.extra", "Unknown field"),
+        (_judge_case(tool_functions=[]), "prompt_data.tool_functions", "Unknown field"),
+        (_judge_case(options={"model": "m", "temperature": 0}), "prompt_data.options.temperature", "Unknown field"),
+        (_judge_case(prompt={"type": "chat", "messages": [{"role": "user", "content": "{{#output}}"}]}),
+         "prompt_data.prompt.messages[0].content", "never closed"),
+        (_judge_case(prompt={"type": "chat", "messages": [{"role": "user", "content": "x", "name": "n"}]}),
+         "prompt_data.prompt.messages[0].name", "Unknown field"),
         ({"prompt_data": JUDGE}, "prompt_data", "code scorer"),
         ({"bogus": 1}, "bogus", "Unknown field"),
         ({"slug": "not a slug"}, "slug", "slug"),
@@ -608,3 +615,16 @@ def test_a_rule_whose_function_was_deleted_errors_on_the_scoring_span(owner, pro
     child = scoring_span(owner, project)
     assert "Unknown function" in child["error"] and function["id"] in child["error"]
     assert child["output"] is None and child["scores"] is None
+
+
+def test_a_judge_read_back_and_written_again_keeps_its_choice_order(owner, project):
+    """PostgreSQL's jsonb reorders choice_scores' keys; the API gives them back in their order,
+    so writing a judge back as it was read keeps it."""
+    parser = {"type": "llm_classifier", "choice_scores": {"Yes": 1, "No": 0, "Maybe": 0.5}}
+    created = create(owner, judge_body(project, prompt_data={**JUDGE, "parser": parser}))
+    read = owner.get(f"/v1/function/{created['id']}").json()
+    assert list(read["prompt_data"]["parser"]["choice_scores"]) == ["Yes", "No", "Maybe"]
+    patched = patch(owner, created["id"], {"prompt_data": {**read["prompt_data"], "prompt": {
+        "type": "chat", "messages": [{"role": "user", "content": "Grade {{output}}"}]}}})  # fmt: skip
+    assert patched.status_code == 200, patched.content
+    assert list(patched.json()["prompt_data"]["parser"]["choice_scores"]) == ["Yes", "No", "Maybe"]
