@@ -15,24 +15,32 @@ FETCH_DEFAULT_LIMIT = 100
 FETCH_MAX_LIMIT = 1000
 
 
-def project_get(*, principal: Principal, project_id, object_type: str, permission: str) -> Project:
+def project_get(
+    *, principal: Principal, project_id, object_type: str, permission: str, field: str | None = None
+) -> Project:
     """The project, if the principal may `permission` its `object_type`.
 
     404 for a malformed id or a project of another organization (existence does not leak
     across organizations); 403 for a project of the caller's organization it lacks rights on.
+    `field`: the request body's field the id came from, which the error then names.
     """
+    where = {"field": field} if field else {}
     try:
         pk = uuid.UUID(str(project_id))
     except ValueError:
-        raise NotFound(f"Project {project_id} not found.") from None
+        raise NotFound(f"Project {project_id} not found.", **where) from None
     project = (
         Project.objects.select_related("organization")
         .filter(pk=pk, organization=principal.organization)
         .first()
     )
     if project is None:
-        raise NotFound(f"Project {project_id} not found.")
-    project_check(principal=principal, project=project, object_type=object_type, permission=permission)
+        raise NotFound(f"Project {project_id} not found.", **where)
+    try:
+        project_check(principal=principal, project=project, object_type=object_type, permission=permission)
+    except (Forbidden, NotFound) as exc:
+        exc.details.update(where)
+        raise
     return project
 
 

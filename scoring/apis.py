@@ -84,7 +84,11 @@ class RuleListCreateAPI(RawJSONAPIView):
         is returned unchanged (use PATCH to change it)."""
         data = validated(RuleWriteSerializer, self.body())
         project = project_get(
-            principal=request.auth, project_id=data["project_id"], object_type="project", permission="update"
+            principal=request.auth,
+            project_id=data["project_id"],
+            object_type="project",
+            permission="update",
+            field="project_id",
         )
         rule = services.rule_get_or_create(
             run_as_user=request.auth.user,
@@ -140,6 +144,7 @@ class RuleTestAPI(RawJSONAPIView):
             project_id=data["project_id"],
             object_type="project_logs",
             permission="read",
+            field="project_id",
         )
         results = services.rule_test(
             principal=request.auth, project=project, online=data["config"]["online"], limit=data["limit"]
@@ -244,7 +249,11 @@ class FunctionListCreateAPI(RawJSONAPIView):
         returned unchanged (PATCH makes a new version)."""
         data = validated(FunctionWriteSerializer, self.body())
         project = project_get(
-            principal=request.auth, project_id=data["project_id"], object_type="project", permission="update"
+            principal=request.auth,
+            project_id=data["project_id"],
+            object_type="project",
+            permission="update",
+            field="project_id",
         )
         function = services.function_get_or_create(
             principal=request.auth, project=project, name=data["name"], slug=data["slug"],

@@ -541,3 +541,11 @@ def test_a_query_parameter_given_twice_is_a_400(owner, project):
     assert response.json()["error"] == {
         "message": "Give 'project_id' once.", "code": "invalid", "field": "project_id"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/v1/project_score", "/v1/project_score/test"])
+def test_a_project_of_another_organization_is_a_404_on_project_id(owner, path):
+    elsewhere = ProjectFactory(organization=OrganizationFactory())
+    response = owner.post(path, rule_body(elsewhere))
+    assert response.status_code == 404 and response.json()["error"]["field"] == "project_id"
+    assert not Rule.objects.exists()
