@@ -1,5 +1,6 @@
 """Reads of logs through BTQL: the logs fetch with a filter, and POST /btql."""
 
+import contextlib
 import uuid
 from collections import defaultdict
 
@@ -181,9 +182,13 @@ def _rule_decision(
 def _scorer_labels(runs: list[ScoringRun]):
     """A run's scorer as people know it: a built-in's name, a custom scorer's name (its id if
     it was deleted). One query for all the runs."""
-    ids = {run.scorer["id"] for run in runs if run.scorer.get("type") == "function"}
-    names = {str(pk): name for pk, name in Function.objects.filter(pk__in=ids).values_list("pk", "name")}
-    return lambda run: names.get(str(run.scorer.get("id")), None) or scorer_reference_name(run.scorer)
+    ids = {}  # as the reference spells it -> the function's pk
+    for run in runs:
+        if run.scorer.get("type") == "function":
+            with contextlib.suppress(ValueError, TypeError, AttributeError):  # checked when saved
+                ids[run.scorer["id"]] = uuid.UUID(run.scorer["id"])
+    names = dict(Function.objects.filter(pk__in=set(ids.values())).values_list("pk", "name"))
+    return lambda run: names.get(ids.get(run.scorer.get("id"))) or scorer_reference_name(run.scorer)
 
 
 def run_summary(run: ScoringRun) -> dict:

@@ -204,9 +204,9 @@ def like(text: str, pattern: str, *, insensitive: bool) -> bool:
     if len(pieces) == 1:  # no %: the whole text, piece for piece
         return len(text) == pieces[0].size and pieces[0].regex.match(text) is not None
     first, *middle, last = pieces
-    # Without backtracking, so that time stays linear in the pieces ('%a%a%a%b' on a long text
-    # would take a regex exponential time): the first piece at the start, the last at the end,
-    # each one between at its leftmost place, which leaves the most room to the pieces after it.
+    # Without backtracking: as a regex, '%a%a%a%b' on a long text takes time that multiplies by
+    # the text's length with every %. The first piece goes at the start, the last at the end,
+    # and each one between at its leftmost place, which leaves the most room to those after it.
     end = len(text) - last.size
     if end < first.size or not first.regex.match(text) or not last.regex.match(text, end):
         return False
