@@ -33,6 +33,13 @@ class ProjectRegisterSerializer(serializers.Serializer):
     org_id = serializers.CharField(required=False, allow_null=True)
 
 
+class Logs3Serializer(serializers.Serializer):
+    """The body of POST /logs3, as the SDK sends it; the rows are checked one by one."""
+
+    rows = serializers.ListField()
+    api_version = serializers.IntegerField(required=False, help_text="2")
+
+
 class InsertSerializer(serializers.Serializer):
     """Documentation of POST /v1/project_logs/{id}/insert; the body is validated row by row."""
 

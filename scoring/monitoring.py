@@ -57,12 +57,7 @@ def score_series(
     query that averages every name at once (and, on SQLite only, one more if a name holds a
     double quote: see `_addressable`)."""
     spec = BUCKETS[bucket]
-    runs = ScoringRun.objects.filter(
-        project=project, status=ScoringRun.Status.DONE, finished__gte=since, finished__lt=until
-    )
-    # Implied (a run's `updated` is set with `finished` and never goes back), and it lets the
-    # (status, updated) index find the window's runs: there is no index on `finished`.
-    runs = runs.filter(updated__gte=since)
+    runs = _finished(project, since, until).filter(status=ScoringRun.Status.DONE)
     if rule is not None:
         runs = runs.filter(rule=rule)
     scorers_of = _score_names(runs)
@@ -95,6 +90,19 @@ def score_series(
     return {name: points for name, points in series.items() if points}
 
 
+def _finished(project: Project, since: datetime, until: datetime):
+    """The project's runs that finished (done or error) in [since, until)."""
+    return ScoringRun.objects.filter(
+        project=project,
+        status__in=(ScoringRun.Status.DONE, ScoringRun.Status.ERROR),
+        finished__gte=since,
+        finished__lt=until,
+        # Implied (a run's `updated` is set with `finished` and never goes back), and it lets the
+        # (status, updated) index find the window's runs: there is no index on `finished`.
+        updated__gte=since,
+    )
+
+
 @dataclass(frozen=True)
 class RunCounts:
     finished: int = 0
@@ -105,13 +113,7 @@ def run_counts(*, project: Project, since: datetime, until: datetime) -> dict:
     """Runs finished in [since, until), in all and with an error, by rule id (None: manual runs)
     and for the whole project under the key "all": a rule whose scorers fail has no score to
     chart, and says so with these. One grouped query."""
-    runs = ScoringRun.objects.filter(
-        project=project,
-        status__in=(ScoringRun.Status.DONE, ScoringRun.Status.ERROR),
-        finished__gte=since,
-        finished__lt=until,
-        updated__gte=since,  # implied; lets the (status, updated) index find them (see above)
-    )
+    runs = _finished(project, since, until)
     counts, total = {}, RunCounts()
     for rule_id, status, n in runs.values_list("rule_id", "status").annotate(n=Count("pk")).order_by():
         errors = n if status == ScoringRun.Status.ERROR else 0
