@@ -338,6 +338,26 @@ def scorer_errors(*, project: Project, row_ids: list[str]) -> dict[str, list[str
     return errors
 
 
+RULE_ERRORS_SHOWN = 50
+
+
+def rule_errors(*, rule: Rule, limit: int = RULE_ERRORS_SHOWN) -> list[dict]:
+    """The rule's most recent failed runs, newest first: where each failed (the span's row id
+    and name), which scorer, when, and why. What the rules page's error count opens."""
+    runs = list(
+        ScoringRun.objects.filter(rule=rule, status=ScoringRun.Status.ERROR)
+        .select_related("span")
+        .only("scorer", "error", "finished", "span__row_id", "span__name")
+        .order_by("-finished", "-pk")[:limit]
+    )
+    label = _scorer_labels(runs)
+    return [
+        {"row_id": run.span.row_id, "span_name": run.span.name, "scorer": label(run),
+         "finished": run.finished, "error": run.error}
+        for run in runs
+    ]  # fmt: skip
+
+
 def trace_get(*, project: Project, row_id: str) -> list[dict]:
     """Every span of the trace that `row_id` belongs to, depth first from the root, children
     in start order; scoring spans sit under the span they scored. Each is the span's event

@@ -21,6 +21,11 @@ urlpatterns = [
     path("projects/<uuid:project_id>/", views.LogsPage.as_view(), name="logs"),
     path("projects/<uuid:project_id>/logs/<path:row_id>/", views.TracePage.as_view(), name="trace"),
     path("projects/<uuid:project_id>/online-scoring/", views.RulesPage.as_view(), name="rules"),
+    path(
+        "projects/<uuid:project_id>/online-scoring/<uuid:rule_id>/errors/",
+        views.RuleErrorsPage.as_view(),
+        name="rule_errors",
+    ),
     path("projects/<uuid:project_id>/scorers/", views.ScorersPage.as_view(), name="scorers"),
     path("projects/<uuid:project_id>/monitor/", views.MonitorPage.as_view(), name="monitor"),
 ]

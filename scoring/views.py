@@ -99,6 +99,28 @@ class RulesPage(ScorerPickerMixin, ProjectPage):
         return super().get_context_data(rows=rows, **context, **kwargs)
 
 
+class RuleErrorsPage(ProjectPage):
+    template_name = "scoring/rule_errors.html"
+    tab = "rules"
+
+    def get_context_data(self, **kwargs):
+        rule = (
+            selectors.rule_list(principal=self.principal, project_id=self.project.pk)
+            .filter(pk=self.kwargs["rule_id"])
+            .first()
+        )
+        if rule is None:
+            raise Http404("No such rule in this project.")
+        errors = selectors.rule_errors(rule=rule)
+        return super().get_context_data(
+            rule=rule,
+            errors=errors,
+            shown=selectors.RULE_ERRORS_SHOWN,
+            stats=selectors.rule_stats(rule=rule),
+            **kwargs,
+        )
+
+
 class ScorersPage(ProjectPage):
     template_name = "scoring/scorers.html"
     tab = "scorers"

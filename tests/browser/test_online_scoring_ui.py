@@ -413,6 +413,30 @@ def test_the_monitor_charts_each_score_per_project_and_per_rule(page, live_stack
     shot(page, "monitor")
 
 
+def test_a_rules_error_count_turns_into_a_link_to_its_failed_runs(page, live_stack):
+    project_id = project_new(live_stack, "rule-errors-ui")
+    rule_create(live_stack, project_id, "Similar answers", "Levenshtein")
+    sign_in(page, live_stack, next=f"/projects/{project_id}/online-scoring/")
+    count = page.locator('[data-stat="errored"]')
+    expect(count).to_have_text("0")
+    [span] = live_stack.stack.sdk_log(
+        "rule-errors-ui", [{"name": "no expected", "input": "q", "output": "a"}]
+    )
+    # No reload: the page's live stats make the link once the worker has failed the run.
+    link = count.get_by_role("link", name="1")
+    expect(link).to_be_visible(timeout=SCORED_WITHIN_S * 1000)
+    link.click()
+    expect(page.get_by_role("heading", name="Errors of “Similar answers”")).to_be_visible()
+    rows = page.locator("[data-rule-errors] tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Levenshtein")
+    expect(rows).to_contain_text("requires an expected value")
+    expect(rows.get_by_role("link", name="no expected")).to_have_attribute(
+        "href", f"/projects/{project_id}/logs/{span['id']}/"
+    )
+    shot(page, "rule_errors")
+
+
 def test_an_llm_judge_is_written_and_edited_on_the_scorers_page(page, live_stack):
     project_id = project_new(live_stack, "judges-ui")
     sign_in(page, live_stack, next=f"/projects/{project_id}/scorers/")

@@ -332,3 +332,60 @@ def test_the_monitor_page_counts_each_rules_failed_runs(project, owner, owner_us
     assert (
         html.count('1 run finished in this period, <span class="error">1 with errors</span>') == 2
     )  # all, rule
+    rule = Rule.objects.get(name="needs expected")
+    assert f'<a href="/projects/{project.pk}/online-scoring/{rule.pk}/errors/">see them</a>' in html
+
+
+def test_a_rules_error_count_opens_its_failed_runs(project, owner, owner_user, run_inline):
+    """The count on the rules page links to the rule's failed runs: the span (a link to its
+    trace), the scorer and the message, newest first; successful runs and other rules' are not
+    listed."""
+    owner.post("/v1/project_score", rule_body(project, name="needs expected", scorers=[EXACT, LEVENSHTEIN]))
+    owner.post("/v1/project_score", rule_body(project, name="other", scorers=[LEVENSHTEIN]))
+    rule = Rule.objects.get(name="needs expected")
+    log(owner, project,
+        {"id": "first", "span_attributes": {"name": "no expected"}, "output": "a", "metrics": {"start": 1, "end": 2}},
+        {"id": "fine", "span_attributes": {"name": "all good"}, "output": "a", "expected": "a",
+         "metrics": {"start": 1, "end": 2}})  # fmt: skip
+    log(owner, project,
+        {"id": "second", "span_attributes": {"name": "later"}, "output": "b", "metrics": {"start": 1, "end": 2}})  # fmt: skip
+    errors_url = f"/projects/{project.pk}/online-scoring/{rule.pk}/errors/"
+    rules_page = browser(owner_user).get(page_url(project, "online-scoring")).content.decode()
+    assert f'<a href="{errors_url}" title="See the errors">2</a>' in rules_page
+
+    html = browser(owner_user).get(errors_url).content.decode()
+    rows = html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert len(rows) == 2  # Levenshtein failed on both spans; ExactMatch scored them
+    assert f'href="/projects/{project.pk}/logs/second/"' in rows[0] and ">later</a>" in rows[0]
+    assert f'href="/projects/{project.pk}/logs/first/"' in rows[1] and ">no expected</a>" in rows[1]
+    for row in rows:
+        assert ">Levenshtein</span>" in row and "requires an expected value" in row
+    assert "2 spans with a failed run" in html
+
+
+def test_the_errors_page_of_a_rule_without_failures_says_so(project, owner, owner_user):
+    owner.post("/v1/project_score", rule_body(project, name="fine"))
+    rule = Rule.objects.get(name="fine")
+    html = (
+        browser(owner_user).get(f"/projects/{project.pk}/online-scoring/{rule.pk}/errors/").content.decode()
+    )
+    assert "No run of this rule has failed." in html and "0 spans with a failed run" in html
+
+
+def test_the_errors_page_of_another_projects_rule_is_not_found(org, project, owner, owner_user):
+    other = ProjectFactory(organization=org, name="other")
+    owner.post("/v1/project_score", rule_body(other, name="elsewhere"))
+    rule = Rule.objects.get(name="elsewhere")
+    assert (
+        browser(owner_user).get(f"/projects/{project.pk}/online-scoring/{rule.pk}/errors/").status_code == 404
+    )
+    assert (
+        browser(owner_user).get(f"/projects/{other.pk}/online-scoring/{rule.pk}/errors/").status_code == 200
+    )
+
+
+def test_the_errors_page_needs_read_on_the_logs(org, project, owner):
+    owner.post("/v1/project_score", rule_body(project, name="r"))
+    rule = Rule.objects.get(name="r")
+    user = member(org, grants=[(project, "project", "read")])
+    assert browser(user).get(f"/projects/{project.pk}/online-scoring/{rule.pk}/errors/").status_code == 403

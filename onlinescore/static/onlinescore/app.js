@@ -356,7 +356,15 @@ async function rulesStatsRefresh() {
       const stats = await api("GET", `/v1/project_score/${row.dataset.ruleId}/stats`);
       $('[data-stat="scored"]', row).textContent = stats.scored;
       const errored = $('[data-stat="errored"]', row);
-      errored.textContent = stats.errored;
+      // A count of errors opens them: the spans, scorers and messages.
+      if (stats.errored > 0) {
+        const link = Object.assign(document.createElement("a"), {
+          href: errored.dataset.errorsUrl, title: "See the errors", textContent: stats.errored,
+        });
+        errored.replaceChildren(link);
+      } else {
+        errored.textContent = "0";
+      }
       errored.classList.toggle("error", stats.errored > 0);
       const lag = $('[data-stat="queue_lag_seconds"]', row);
       lag.textContent = seconds(stats.queue_lag_seconds);
