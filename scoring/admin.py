@@ -25,10 +25,17 @@ class RuleForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         online = {key: data.get(key) for key in services.rule_online_config(Rule()) if key in data}
+        current = None
+        if self.instance.pk and not {"scorers", "project"} & set(self.changed_data):
+            # As a PATCH without scorers: the rule can be disabled even if a scorer is gone.
+            current = services.rule_online_config(self.instance)
+            online.pop("scorers", None)
         try:
             project = data.get("project")
             data.update(
-                services.online_config_clean(online, organization=project.organization if project else None)
+                services.online_config_clean(
+                    online, current=current, organization=project.organization if project else None
+                )
             )
         except ValidationError as exc:
             field = str(exc.details.get("field", "")).removeprefix("config.online.").split("[")[0]

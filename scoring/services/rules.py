@@ -34,7 +34,8 @@ def online_config_clean(
     """A rule's `config.online` made whole and checked: `online` over `current` (a PATCH) or
     over the defaults. The filter is compiled and each scorer resolved for the organization and
     the principal the rule runs as, so a rule that saves can run. Errors name the field
-    (`config.online.<name>`), and BTQL errors their position."""
+    (`config.online.<name>`), and BTQL errors their position. The scorers of `current` are
+    kept as they are unless `online` sets them."""
     config = {**_ONLINE_DEFAULTS, **(current or {})}
     # null is Braintrust's "unset": the default (so a PATCH with "btql_filter": null clears it).
     config.update(
@@ -52,9 +53,13 @@ def online_config_clean(
             exc.details["field"] = field("btql_filter")
             raise
     config["btql_filter"] = text.strip()
-    config["scorers"] = scorers.references_clean(
-        config["scorers"], field=field("scorers"), organization=organization, principal=principal
-    )
+    if current is None or "scorers" in online:
+        # Only scorers being set are checked: a rule whose custom scorer was deleted since (or
+        # whose user lost access to it) can still be disabled, renamed or edited otherwise; its
+        # runs say why they fail.
+        config["scorers"] = scorers.references_clean(
+            config["scorers"], field=field("scorers"), organization=organization, principal=principal
+        )
     rate = config["sampling_rate"]
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ValidationError("sampling_rate is a number from 0 to 1.", field=field("sampling_rate"))

@@ -1,11 +1,14 @@
 """The scoring models in the Django admin: every one has a page; scorers and their versions are
 readable there, and the LLM endpoint is set through the same service as the API."""
 
+import json
+
 import pytest
 
-from scoring.models import Function, LLMEndpoint, SpanDecisions
+from scoring.models import Function, LLMEndpoint, Rule, SpanDecisions
 from scoring.scorers import llm
 from tests.scoring.conftest import log, rule_body
+from tests.scoring.test_functions_api import code_body
 
 pytestmark = pytest.mark.django_db
 
@@ -74,3 +77,24 @@ def test_the_admin_links_the_web_app_and_the_queues_dashboard(admin_client):
     page = admin_client.get("/admin/").content.decode()
     assert 'href="/"' in page and 'href="/admin/django_rq/' in page
     assert admin_client.get("/admin/django_rq/").status_code == 200
+
+
+def test_the_admin_disables_a_rule_whose_custom_scorer_was_deleted(admin_client, owner, project):
+    function = owner.post("/v1/function", code_body(project)).json()
+    ref = {"type": "function", "id": function["id"]}
+    rule = owner.post("/v1/project_score", rule_body(project, scorers=[ref])).json()
+    assert owner.delete(f"/v1/function/{function['id']}").status_code == 200
+    form = {"project": str(project.pk), "name": "rule", "description": "", "scorers": json.dumps([ref]),
+            "sampling_rate": "1", "btql_filter": "", "apply_to_span_names": "[]", "sample_by": "span",
+            # What the page sends back of a field with a computed default, to tell what changed.
+            "initial-scorers": json.dumps([ref]), "initial-apply_to_span_names": "[]"}  # fmt: skip
+    response = admin_client.post(f"/admin/scoring/rule/{rule['id']}/change/", form)  # "enabled" unticked
+    assert response.status_code == 302
+    assert Rule.objects.get().enabled is False
+    # Setting the scorers checks them.
+    response = admin_client.post(
+        f"/admin/scoring/rule/{rule['id']}/change/",
+        {**form, "scorers": json.dumps([ref, ref]), "enabled": "on"},
+    )
+    assert response.status_code == 200 and "no custom scorer has this id" in response.content.decode()
+    assert Rule.objects.get().enabled is False

@@ -9,6 +9,7 @@ from scoring.models import Rule
 from tests.conftest import Api, member_key
 from tests.factories import OrganizationFactory, ProjectFactory
 from tests.scoring.conftest import rule_body
+from tests.scoring.test_functions_api import code_body
 
 pytestmark = pytest.mark.django_db
 
@@ -273,6 +274,21 @@ def test_patching_only_enabled_keeps_the_rest_of_the_config(owner, project):
     assert response.status_code == 200, response.content
     assert response.json()["config"]["online"] == {**rule["config"]["online"], "enabled": False}
     assert Rule.objects.get().enabled is False and Rule.objects.get().sampling_rate == 0.3
+
+
+def test_a_rule_whose_custom_scorer_was_deleted_can_still_be_disabled(owner, project):
+    """A PATCH checks the scorers it sets, not those the rule has: a rule whose scorer is gone
+    can be disabled or renamed, but not given another scorer that does not exist."""
+    function = owner.post("/v1/function", code_body(project)).json()
+    ref = {"type": "function", "id": function["id"]}
+    rule = create(owner, project, scorers=[ref])
+    assert owner.delete(f"/v1/function/{function['id']}").status_code == 200
+    response = patch(owner, rule["id"], {"name": "retired", "config": {"online": {"enabled": False}}})
+    assert response.status_code == 200, response.content
+    assert response.json()["config"]["online"]["scorers"] == [ref]
+    assert Rule.objects.get().enabled is False and Rule.objects.get().name == "retired"
+    error = error_of(patch(owner, rule["id"], {"config": {"online": {"scorers": [ref]}}}))
+    assert error["field"] == "config.online.scorers[0]" and "no custom scorer has this id" in error["message"]
 
 
 def test_patching_name_description_and_config(owner, project):
