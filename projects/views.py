@@ -58,7 +58,12 @@ class ProjectPage(LoginRequiredMixin, TemplateView):
         except Forbidden as error:
             raise PermissionDenied(error.message) from None
         self.project, self.principal = project, principal
-        return super().dispatch(request, *args, **kwargs)
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except Forbidden as error:
+            # A page may read more than the logs (the rules need read on the project itself):
+            # the selectors' refusal is a 403 page, as for the logs.
+            raise PermissionDenied(error.message) from None
 
     def get_context_data(self, **kwargs):
         return super().get_context_data(

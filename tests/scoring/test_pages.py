@@ -98,6 +98,13 @@ def test_a_member_with_read_on_the_logs_opens_them(org, project):
     assert browser(user).get(page_url(project, "logs")).status_code == 200
 
 
+@pytest.mark.parametrize("page", ["online-scoring", "scorers", "monitor"])
+def test_a_member_who_reads_the_logs_but_not_the_project_is_refused_its_configuration(org, project, page):
+    user = member(org, grants=[(project, "project_logs", "read")])
+    response = browser(user).get(page_url(project, page))
+    assert response.status_code == 403 and b"<html" in response.content
+
+
 def test_the_logs_page_reads_its_project_once(project, owner_user):
     client = browser(owner_user)
     with CaptureQueriesContext(connection) as queries:
