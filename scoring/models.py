@@ -35,7 +35,11 @@ class Rule(models.Model):
     run_as_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    run_as_key = models.ForeignKey(APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Not a database constraint: a deleted key leaves its id, so that the rule stops as it does
+    # for a revoked key, rather than run on as the key's user with the user's rights.
+    run_as_key = models.ForeignKey(
+        APIKey, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -169,9 +173,10 @@ class ScoringRun(models.Model):
         related_name="+",
         db_index=False,
     )
-    requested_by_key = models.ForeignKey(
-        APIKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
-    )
+    requested_by_key = models.ForeignKey(  # not a constraint, as Rule.run_as_key
+        APIKey, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+",
+        db_index=False,
+    )  # fmt: skip
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)  # claims so far
     not_before = models.DateTimeField(null=True, blank=True)  # retry back-off

@@ -18,6 +18,7 @@ from scoring.btql.errors import BTQLError
 from scoring.btql.predicate import predicate
 from scoring.engine import CompiledRule
 from scoring.models import Decision, Rule
+from scoring.services.runs import runs_as
 
 _ONLINE_DEFAULTS = {
     "btql_filter": "",
@@ -114,10 +115,11 @@ def rule_update(*, rule: Rule, editor: Principal | None = None, name: str | None
         rule.description = description
     if online:
         organization = rule.project.organization
-        principal = principal_of(rule.run_as_user, rule.run_as_key, organization)
+        user, key, key_id = runs_as(rule)
+        principal = None if key is None and key_id else principal_of(user, key, organization)
         if online.get("scorers") is not None and principal is None:
             raise ValidationError(
-                "The user this rule runs as is no longer a member of the organization: create a new rule.",
+                "The user or API key this rule runs as is no longer in the organization: create a new rule.",
                 field="config.online.scorers",
             )
         config = online_config_clean(

@@ -25,7 +25,7 @@ from onlinescore.exceptions import ValidationError
 from projects.auth import Principal, has_permission, principal_of
 from projects.ingest.bulk import bulk_update
 from projects.ingest.services import logs_record_results, spans_lock
-from projects.models import Project, Span
+from projects.models import APIKey, Project, Span
 from scoring import scorers
 from scoring.btql.errors import BTQLError
 from scoring.btql.q import evaluated, to_q
@@ -248,19 +248,20 @@ class _Access:
 
     def principal(self, run: ScoringRun) -> tuple[Principal | None, str | None]:
         """(the principal, None), or (None, why the run may not run)."""
-        rule = run.rule
-        user, key = (rule.run_as_user, rule.run_as_key) if rule else (run.requested_by, run.requested_by_key)
-        cache_key = (getattr(user, "pk", None), getattr(key, "pk", None), run.project_id)
+        user, key, key_id = runs_as(run.rule or run)
+        cache_key = (getattr(user, "pk", None), key_id, run.project_id)
         if cache_key not in self._cache:
-            self._cache[cache_key] = self._check(run, user, key)
+            self._cache[cache_key] = self._check(run, user, key, key_id)
         return self._cache[cache_key]
 
     @staticmethod
-    def _check(run: ScoringRun, user, key) -> tuple[Principal | None, str | None]:
+    def _check(run: ScoringRun, user, key, key_id) -> tuple[Principal | None, str | None]:
         who = f"rule {run.rule.name!r}" if run.rule else "this manual scoring request"
         project = run.project
         if user is None:
             return None, f"The user {who} ran as was deleted."
+        if key is None and key_id is not None:
+            return None, f"The API key {who} runs with was deleted."
         if key is not None and not key.is_active:
             return None, f"The API key {who} runs with ({key.prefix}…) was revoked."
         principal = principal_of(user, key, project.organization)
@@ -272,6 +273,18 @@ class _Access:
                 return None, (f"{name}, whom {who} runs as, no longer has {permission!r} "
                               f"on the logs of project {project.name!r}.")  # fmt: skip
         return principal, None
+
+
+def runs_as(made: Rule | ScoringRun) -> tuple:
+    """Whom a rule, or a manual run, runs as: (the user, the API key, the key's id). The key is
+    None with its id kept when it was deleted (see Rule.run_as_key); the user None if deleted."""
+    by_rule = isinstance(made, Rule)
+    user = made.run_as_user if by_rule else made.requested_by
+    try:
+        key = made.run_as_key if by_rule else made.requested_by_key
+    except APIKey.DoesNotExist:  # deleted, its id kept
+        key = None
+    return user, key, made.run_as_key_id if by_rule else made.requested_by_key_id
 
 
 class _Lease:

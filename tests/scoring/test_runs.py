@@ -15,11 +15,13 @@ import rq
 import rq.registry
 from django.utils import timezone
 
+from onlinescore.exceptions import ValidationError
+from projects.auth import principal_from_key
 from projects.ingest.services import logs_ingest
 from projects.models import APIKey, Membership, ProjectGrant, Span
 from projects.services import api_key_create, api_key_revoke
 from scoring import services
-from scoring.models import ScoringRun
+from scoring.models import Rule, ScoringRun
 from scoring.scorers import Scorer, TransientScorerError, builtin
 from scoring.services import runs
 from tests.factories import UserFactory
@@ -499,6 +501,36 @@ def test_a_run_of_a_rule_whose_user_was_deactivated_errors(project, score, owner
     type(owner_key.user).objects.filter(pk=owner_key.user_id).update(is_active=False)
     execute(run)
     _assert_denied(run, "is no longer an active member of the organization")
+
+
+def test_a_rule_made_with_a_key_stops_when_the_key_is_deleted_as_when_revoked(
+    project, score, org, admin_client
+):
+    """Deleting a key must not let its rules run on as the key's user (with the user's rights)."""
+    user = UserFactory()
+    Membership.objects.create(organization=org, user=user, role=Membership.Role.OWNER)
+    key, _ = api_key_create(organization=org, user=user)
+    (run,) = score(EXACT, key=key)
+    APIKey.objects.filter(pk=key.pk).delete()
+    execute(run)
+    _assert_denied(run, "The API key rule 'rule' runs with was deleted.")
+    rule = Rule.objects.get()
+    assert rule.run_as_key_id == key.pk  # kept, so that the rule stays stopped
+    with pytest.raises(ValidationError, match="no longer in the organization"):  # nor can it be given scorers
+        services.rule_update(rule=rule, online={"scorers": [EXACT]})
+    for page in (f"/admin/scoring/rule/{rule.pk}/change/", f"/admin/scoring/scoringrun/{run.pk}/change/"):
+        assert admin_client.get(page).status_code == 200
+
+
+def test_a_manual_run_asked_for_with_a_key_deleted_since_errors(project, owner_key, enqueue_calls):
+    logs_ingest(principal=None, rows=[SPAN], project=project)
+    key, raw = api_key_create(organization=project.organization, user=owner_key.user)
+    [run] = services.logs_score(
+        principal=principal_from_key(raw), project=project, scorer_refs=[EXACT], ids=["row-1"]
+    )
+    APIKey.objects.filter(pk=key.pk).delete()
+    execute(run)
+    _assert_denied(run, "The API key this manual scoring request runs with was deleted.")
 
 
 def test_a_run_of_a_rule_whose_user_was_deleted_errors(project, score, owner_key):
