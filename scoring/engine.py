@@ -184,26 +184,30 @@ def spans_end(*, ended: list[EndedSpan]) -> list[int]:
         return []
     now = timezone.now()
     # A span deleted and logged again ends again: it is a new span, with new decisions. It may
-    # even end twice in one write: the last end decides, and a scorer runs once.
-    records, runs = {}, {}
+    # even end twice in one write: the last end decides, and a scorer runs once. One deleted by
+    # a later row of the write has nothing left to score.
+    records, runs_by_span = {}, {}
     for e in ended:
         compiled = rules.get(e.span.project_id)
-        if not compiled:
+        if not compiled or e.span.deleted:
             continue
         # Decided before the lock on the same row, by these very rules (any change to them
         # makes `rules_enabled` compile them again): what deciding now would give.
         prepared = e.prepared.get(__name__)
         codes, errors, queued = prepared[1] if prepared and prepared[0] is compiled else _decide(e, compiled)
         span_id, project_id = e.span.pk, e.span.project_id
-        for c in queued:
-            for ref, scorer_key in c.scorers:
-                runs[(span_id, c.rule.pk, scorer_key)] = {
-                    "project_id": project_id, "span_id": span_id, "rule_id": c.rule.pk, "scorer": ref,
-                    "scorer_key": scorer_key, "created": now, "updated": now,
-                }  # fmt: skip
+        runs_by_span[span_id] = {
+            (span_id, c.rule.pk, scorer_key): {
+                "project_id": project_id, "span_id": span_id, "rule_id": c.rule.pk, "scorer": ref,
+                "scorer_key": scorer_key, "created": now, "updated": now,
+            }
+            for c in queued
+            for ref, scorer_key in c.scorers
+        }  # fmt: skip
         records[span_id] = {"span_id": span_id, "project_id": project_id, "ended_at": e.ended_at,
                             "rule_set_id": compiled.rule_set_id, "codes": codes, "errors": errors}  # fmt: skip
     bulk_insert(SpanDecisions, records.values(), update_fields=["ended_at", "rule_set", "codes", "errors"])
+    runs = {key: run for span_runs in runs_by_span.values() for key, run in span_runs.items()}
     # The runs that exist already are not inserted (nor returned).
     run_ids = bulk_insert(ScoringRun, runs.values(), ignore_conflicts=True, returning=True)
     if len(run_ids) < len(runs):

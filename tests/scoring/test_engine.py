@@ -479,6 +479,26 @@ def test_a_span_deleted_and_logged_again_in_one_batch_keeps_one_run_per_scorer(
     assert span(project, "a").output == "again"
 
 
+def test_in_one_batch_the_last_end_of_a_span_decides_alone(make_rule, project, enqueue_calls):
+    """An end that queues, a delete, and an end the filter leaves out: no run is left queued."""
+    rule = make_rule(btql_filter="metadata.env = 'prod'")
+    log(project, ended("a", metadata={"env": "prod"}), {"id": "a", "_object_delete": True},
+        ended("a", metadata={"env": "dev"}))  # fmt: skip
+    assert SpanDecisions.objects.get(span=span(project, "a")).decisions == {str(rule.pk): "filtered_out"}
+    assert runs_of(project, "a").count() == 0 and enqueue_calls == []
+
+
+def test_a_span_that_ends_then_is_deleted_in_one_batch_is_not_scored(make_rule, project, enqueue_calls):
+    make_rule()
+    log(project, ended("a"), {"id": "a", "_object_delete": True})
+    assert span(project, "a").deleted
+    assert (
+        runs_of(project, "a").count() == 0
+        and not SpanDecisions.objects.filter(span=span(project, "a")).exists()
+    )
+    assert enqueue_calls == []
+
+
 # --- After commit ------------------------------------------------------------------------
 
 
