@@ -130,6 +130,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def document_problem(document: dict[str, Any]) -> str | None:
+    """Why a document the server builds from foreign input (a scorer's scores, metadata and
+    metrics) would be refused as a row, naming the field; or None. The check every row gets."""
+
+    def fail(message: str, name: str):
+        raise ValidationError(message, field=name)
+
+    try:
+        _check_document(dict(document), fail)
+    except ValidationError as exc:
+        return f"{exc.details['field']}: {exc.message}"
+    return None
+
+
 def _check_document(doc: dict[str, Any], fail) -> None:
     for name in ("span_id", "root_span_id"):
         if name in doc:

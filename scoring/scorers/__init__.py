@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from onlinescore.exceptions import ValidationError
+from projects.ingest.rows import document_problem
 from projects.ingest.wire import unstorable, without_unstorable_characters
 
 
@@ -156,9 +157,10 @@ def run(scorer: Scorer, span: dict, *, timeout: float | None = None) -> Outcome:
             raw = _call_with_cpu_limit(scorer, arguments, timeout or settings.SCORING_SCORER_TIMEOUT)
         outcome.scores, outcome.metadata = normalize(raw, scorer.name)
         outcome.metrics = dict(getattr(raw, "metrics", None) or {})
-        problem = unstorable(
-            {"scores": outcome.scores, "metadata": outcome.metadata, "metrics": outcome.metrics}
-        )
+        result = {"scores": outcome.scores, "metadata": outcome.metadata, "metrics": outcome.metrics}
+        # Checked as its scoring span will be: a result that cannot be stored fails this run
+        # alone, not the write of the whole batch.
+        problem = unstorable(result) or document_problem(result)
         if problem:
             raise ScorerError(f"The scorer returned a value that cannot be stored: {problem}")
     except (Exception, _OutOfTime) as exc:  # noqa: BLE001 -- any scorer failure is the user's to see, not ours to raise

@@ -272,8 +272,12 @@ def _parse_choice(response) -> tuple[str, str | None]:
 def _usage_metrics(model: str, usage) -> dict:
     if usage is None:
         return {}
-    prompt_tokens = getattr(usage, "prompt_tokens", None) or 0
-    completion_tokens = getattr(usage, "completion_tokens", None) or 0
+    # As the endpoint reports them; a count that is not a whole number counts as 0, rather than
+    # fail the score it came with.
+    prompt_tokens, completion_tokens = (
+        value if isinstance(value := getattr(usage, name, None), int) and not isinstance(value, bool) else 0
+        for name in ("prompt_tokens", "completion_tokens")
+    )
     metrics = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
     prices = settings.SCORING_LLM_PRICES.get(model)
     if prices:

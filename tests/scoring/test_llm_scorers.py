@@ -394,6 +394,18 @@ def test_a_judge_records_its_tokens_and_estimated_cost_in_the_scoring_span_metri
     assert metrics["start"] <= metrics["end"]
 
 
+def test_token_counts_that_are_not_numbers_count_as_zero_and_keep_the_score(
+    owner, project, endpoint, run_inline
+):
+    """An endpoint's odd usage report (the SDK passes it through as sent) must not cost the
+    score, nor the other runs of the worker's batch."""
+    endpoint.default = Answer("correct", prompt_tokens=[11], completion_tokens=True)
+    run = score_live(owner, project, judge_ref(owner, project))
+    assert run.status == ScoringRun.Status.DONE and run.scores == {"Correctness judge": 1}
+    metrics = scoring_span(run).metrics
+    assert (metrics["prompt_tokens"], metrics["completion_tokens"], metrics["estimated_cost"]) == (0, 0, 0)
+
+
 def test_a_judge_without_a_model_uses_the_endpoints_default_and_has_no_cost_for_an_unpriced_model(
     owner, project, endpoint, run_inline
 ):

@@ -114,6 +114,16 @@ def test_run_reports_garbage_as_an_error():
     assert "expected a number between 0 and 1" in outcome.error and not outcome.transient
 
 
+def test_run_reports_a_result_its_scoring_span_could_not_store_as_an_error():
+    """Checked as the scoring span's row will be, so that it fails this run, not the batch."""
+    result = SimpleNamespace(score=1, metadata=None, metrics={"tokens": [3]})
+    outcome = scorers.run(Scorer(name="s", fn=lambda **_: result), SPAN)
+    assert outcome.error == (
+        "The scorer returned a value that cannot be stored: metrics.tokens: A metric must be a number or null."
+    )
+    assert outcome.scores == {} and outcome.metrics == {} and not outcome.transient
+
+
 @pytest.mark.parametrize(
     "exc",
     [

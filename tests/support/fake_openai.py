@@ -53,6 +53,12 @@ class Answer:
     delay: float = 0.0
     arguments: dict | None = None
 
+    @property
+    def total_tokens(self):
+        """Their sum; the counts may be odd values, sent as they are, to test a client with."""
+        counts = (self.prompt_tokens, self.completion_tokens)
+        return sum(counts) if all(type(n) is int for n in counts) else None
+
 
 @dataclass(frozen=True)
 class Fail:
@@ -274,7 +280,7 @@ class FakeOpenAI:
             "usage": {
                 "prompt_tokens": answer.prompt_tokens,
                 "completion_tokens": answer.completion_tokens,
-                "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+                "total_tokens": answer.total_tokens,
             },
         }
 
@@ -314,7 +320,7 @@ class FakeOpenAI:
             "usage": {
                 "input_tokens": answer.prompt_tokens,
                 "output_tokens": answer.completion_tokens,
-                "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+                "total_tokens": answer.total_tokens,
                 "input_tokens_details": {"cached_tokens": 0},
                 "output_tokens_details": {"reasoning_tokens": 0},
             },
