@@ -311,19 +311,20 @@ def _record(token: uuid.UUID, results: list[_Result]) -> None:
     now = timezone.now()
     retry: list[ScoringRun] = []
     with transaction.atomic():
-        held = set(
-            ScoringRun.objects.select_for_update()
-            .filter(lease_token=token, status=ScoringRun.Status.RUNNING)
-            .values_list("pk", flat=True)
-        )
         # The scored spans and the scoring spans, locked before anything is decided (in the
         # order every write locks rows) and read now, not when the runs were claimed: the run of
-        # a span deleted meanwhile ends in an error that says so.
+        # a span deleted meanwhile ends in an error that says so. Spans before runs, as ingest
+        # locks them when it starts a span's runs over (engine.spans_end): else the two deadlock.
         touched: dict[uuid.UUID, set[str]] = defaultdict(set)  # by project id
         for result in results:
             touched[result.run.project_id] |= {result.run.span.row_id, _scoring_span_id(result.run)}
         projects = {result.run.project_id: result.run.project for result in results}
         locked = {p: spans_lock(project=projects[p], row_ids=touched[p]) for p in sorted(touched)}
+        held = set(
+            ScoringRun.objects.select_for_update()
+            .filter(lease_token=token, status=ScoringRun.Status.RUNNING)
+            .values_list("pk", flat=True)
+        )
         live = {span.pk for spans in locked.values() for span in spans.values() if not span.deleted}
         rows: dict[Project, list[dict]] = defaultdict(list)
         merges: dict[Project, dict[str, dict]] = defaultdict(dict)
