@@ -100,7 +100,8 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
         embedded_redis = redis.Redis(unix_socket_path=str(tmp_path / "redis.sock"))
         assert embedded_redis.ping()
     finally:
-        process.send_signal(signal.SIGINT)
+        # Ctrl-C in a terminal: SIGINT to its whole foreground process group.
+        os.killpg(process.pid, signal.SIGINT)
         process.wait(timeout=30)
     time.sleep(0.5)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
@@ -115,3 +116,36 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
     finally:
         second.send_signal(signal.SIGINT)
         second.wait(timeout=30)
+
+
+def test_serve_stops_the_rest_and_names_the_child_that_exited_on_its_own(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    env.update(
+        ONLINESCORE_VAR_DIR=str(tmp_path), PORT=str(free_port()), PYTHONUNBUFFERED="1", WEB_CONCURRENCY="1"
+    )
+    process = serve(env)
+    try:
+        read_until(process, r"Ctrl-C stops it")
+        base = f"http://127.0.0.1:{env['PORT']}"
+        for _ in range(100):  # the web server answers: its master and worker are up
+            try:
+                requests.get(f"{base}/version", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        children = psutil.Process(process.pid).children(recursive=True)
+        [master] = [c for c in psutil.Process(process.pid).children() if "gunicorn" in " ".join(c.cmdline())]
+        assert master.children()
+        master.kill()  # its worker is left behind, as after a crash
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert "The web server (gunicorn) exited on its own (exit code -9); stopped the rest." in output
+    time.sleep(0.5)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

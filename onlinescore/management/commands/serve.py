@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,27 +41,41 @@ class Command(BaseCommand):
     def _run_children(self, host: str, port: int) -> None:
         env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
         worker = [sys.executable, str(settings.BASE_DIR / "manage.py"), "worker"]
-        children = [
-            subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR) for cmd in (web_command(host, port), worker)
-        ]
+        # Each child in a session of its own: a terminal's Ctrl-C reaches this process alone,
+        # which stops them in order (gunicorn's master stops its workers). A worker signalled by
+        # both the terminal and its master at once could hang in its signal handlers.
+        children = {
+            name: subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, start_new_session=True)
+            for name, cmd in (
+                ("the web server (gunicorn)", web_command(host, port)),
+                ("the RQ worker", worker),
+            )
+        }
 
         stopping = []
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stopping.append(True))
         try:
-            while not stopping and all(child.poll() is None for child in children):
+            while not stopping and all(child.poll() is None for child in children.values()):
                 time.sleep(0.3)
         finally:
-            for child in children:
+            exited = {name: child.returncode for name, child in children.items() if child.poll() is not None}
+            for child in children.values():
                 if child.poll() is None:
                     child.terminate()
-            for child in children:
+            for child in children.values():
                 try:
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    child.kill()
+                    pass
+                # Whatever is left of its process group (a gunicorn worker, a sandboxed scorer)
+                # would keep the port or the database.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
         if not stopping:
-            raise CommandError("A child process exited on its own; stopped the others.")
+            name, code = next(iter(exited.items()))
+            raise CommandError(f"{name.capitalize()} exited on its own (exit code {code}); stopped the rest.")
 
     def _announce(self, url: str, credentials: dict | None) -> None:
         if credentials:
