@@ -53,7 +53,7 @@ class Command(BaseCommand):
         }
 
         stopping = []
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
             signal.signal(signum, lambda *_: stopping.append(True))
         try:
             while not stopping and all(child.poll() is None for child in children.values()):
