@@ -3,6 +3,7 @@
 import secrets
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from onlinescore.exceptions import Forbidden, NotFound, ValidationError
@@ -11,8 +12,14 @@ from projects.models import APIKey, Membership, Organization, Project, User
 
 
 def user_get_or_create(*, email: str, service_account: bool = False) -> User:
-    user = User.objects.filter(email__iexact=email).first()
+    """The user with this email, or this login ("admin", as the first run prints it); else a
+    new user whose login is the email."""
+    user = User.objects.filter(Q(email__iexact=email) | Q(username=email)).order_by("pk").first()
     if user is None:
+        if "@" not in email:
+            raise ValidationError(
+                f"No user has the login {email!r}; give an email to create one.", field="user"
+            )
         user = User.objects.create_user(username=email, email=email, is_service_account=service_account)
         user.set_unusable_password()
         user.save(update_fields=["password"])

@@ -41,6 +41,15 @@ def test_create_api_key_reuses_the_user_and_changes_the_role_only_when_asked():
     assert User.objects.filter(email="a@example.com").count() == 1
 
 
+def test_create_api_key_takes_the_first_runs_login_and_refuses_an_unknown_one():
+    instance_bootstrap()
+    lines = create_api_key("--org", "default", "--user", "admin")
+    assert principal_from_key(lines[-1]).user.username == "admin" and User.objects.count() == 1
+    with pytest.raises(CommandError, match="No user has the login 'nobody'; give an email to create one."):
+        create_api_key("--org", "default", "--user", "nobody")
+    assert User.objects.count() == 1
+
+
 def test_create_api_key_rejects_an_unknown_role():
     with pytest.raises(CommandError):
         call_command("create_api_key", "--org", "acme", "--user", "a@example.com", "--role", "boss")

@@ -13,7 +13,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--org", required=True, help="Organization name")
-        parser.add_argument("--user", required=True, help="User email")
+        parser.add_argument("--user", required=True, help="User email, or the login of an existing user")
         parser.add_argument(
             "--role", choices=Membership.Role.values, help="Role in the organization (new members: member)"
         )
