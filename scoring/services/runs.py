@@ -29,6 +29,7 @@ from projects.models import APIKey, Project, Span
 from scoring import scorers
 from scoring.btql.errors import BTQLError
 from scoring.btql.q import evaluated, to_q
+from scoring.engine import is_scoring_span
 from scoring.models import Rule, ScoringRun
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ def logs_score(
         for i, row_id in enumerate(ids):
             if row_id not in found:
                 raise ValidationError(f"No log with id {row_id!r} in this project.", field=f"ids[{i}]")
+            if is_scoring_span({"span_attributes": found[row_id].span_attributes}):
+                raise ValidationError(
+                    f"{row_id!r} is a scoring span: scores are never scored; score the span it scored.",
+                    field=f"ids[{i}]",
+                )
         spans = [found[row_id] for row_id in dict.fromkeys(ids)]
     else:
         roots = live.filter(is_root=True)

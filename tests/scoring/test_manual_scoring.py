@@ -102,6 +102,21 @@ def test_a_deleted_log_is_an_unknown_id(owner, project, queued):
     assert response.status_code == 400 and response.json()["error"]["field"] == "ids[0]"
 
 
+def test_a_scoring_span_is_a_400_as_scores_are_never_scored(owner, project, queued):
+    log(
+        owner,
+        project,
+        ended("a"),
+        ended("score-of-a", span_attributes={"name": "ExactMatch", "purpose": "scorer"}),
+    )
+    response = score(owner, project, {"scorers": [EXACT], "ids": ["a", "score-of-a"]})
+    error = response.json()["error"]
+    assert (
+        response.status_code == 400 and error["field"] == "ids[1]" and "is a scoring span" in error["message"]
+    )
+    assert not ScoringRun.objects.exists() and queued == []
+
+
 def test_an_id_given_twice_is_scored_once(owner, project, queued):
     log(owner, project, ended("a"))
     body = score(owner, project, {"scorers": [EXACT], "ids": ["a", "a"]}).json()
