@@ -33,18 +33,19 @@ def logs_search(
     *, project: Project, filter_text: str | None = None, limit: int, cursor: str | None = None
 ) -> tuple[list[dict], str | None]:
     """The project's spans matching a BTQL filter, newest first, a page at a time."""
-    where = to_q(filter_text) if filter_text and filter_text.strip() else None
-    with evaluated(filter_text or ""):
+    with evaluated(filter_text or "", field="filter"):
+        where = to_q(filter_text) if filter_text and filter_text.strip() else None
         return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
 
 
 def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | None]:
     """Run a BTQL query (see scoring/btql/query.py) with the principal's read rights on logs."""
-    parsed = parse_query(query)
+    with evaluated(query, field="query"):
+        parsed = parse_query(query)
+        where = to_q(parsed.filter) if parsed.filter else None
     project = project_get(
         principal=principal, project_id=parsed.project_id, object_type="project_logs", permission="read"
     )
-    where = to_q(parsed.filter) if parsed.filter else None
     if where is not None and parsed.shape == "traces":
         # Every span of each trace that has at least one matching span.
         matching = Span.objects.filter(project=project, deleted=False).filter(where).values("root_span_id")
@@ -52,7 +53,7 @@ def btql_run(*, principal: Principal, query: str) -> tuple[list[dict], str | Non
     # `sort: created desc` is the default order, which has the stable keyset cursor.
     sort = () if parsed.sort == ((("created",), True),) else parsed.sort
     order_by = [order_expression(path, descending=desc) for path, desc in sort]
-    with evaluated(query):
+    with evaluated(query, field="query"):
         return logs_fetch(
             project=project, limit=parsed.limit, cursor=parsed.cursor, where=where, order_by=order_by
         )
@@ -317,9 +318,9 @@ def traces_page(
 ) -> tuple[list[dict], str | None]:
     """The logs list: root spans (one per trace) matching the filter, newest first."""
     where = Q(is_root=True)
-    if filter_text and filter_text.strip():
-        where &= to_q(filter_text)
-    with evaluated(filter_text or ""):
+    with evaluated(filter_text or "", field="filter"):
+        if filter_text and filter_text.strip():
+            where &= to_q(filter_text)
         return logs_fetch(project=project, limit=limit, cursor=cursor, where=where)
 
 

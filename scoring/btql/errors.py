@@ -10,7 +10,9 @@ class BTQLError(ValidationError):
 
     code = "btql_error"
 
-    def __init__(self, message: str, *, text: str, start: int, end: int | None = None, expected=None):
+    def __init__(
+        self, message: str, *, text: str, start: int, end: int | None = None, expected=None, field=None
+    ):
         line = text.count("\n", 0, start) + 1
         line_start = text.rfind("\n", 0, start) + 1
         line_end = text.find("\n", start)
@@ -25,6 +27,8 @@ class BTQLError(ValidationError):
         }
         if expected:
             details["expected"] = sorted(expected)
+        if field:
+            details["field"] = field
         super().__init__(f"{message} (line {line}, column {column})", snippet=snippet, **details)
         self.reason = message
 

@@ -998,9 +998,10 @@ _sqlite_failure = threading.local()
 
 
 @contextlib.contextmanager
-def evaluated(text: str):
-    """Around the running of a query filtered by BTQL `text`: a regular expression that ran out of
-    time inside SQLite (the one way evaluation can fail) is the BTQLError it is, not a 500."""
+def evaluated(text: str, *, field: str):
+    """Around the compiling and running of a query filtered by BTQL `text`, which the request
+    gave as `field`: its errors name that field. A regular expression that ran out of time
+    inside SQLite (the one way evaluation can fail) is the BTQLError it is, not a 500."""
     _sqlite_failure.message = None
     try:
         yield
@@ -1008,7 +1009,10 @@ def evaluated(text: str):
         message = getattr(_sqlite_failure, "message", None)
         if message is None:
             raise
-        raise BTQLError(f"The filter could not run: {message}.", text=text, start=0) from None
+        raise BTQLError(f"The filter could not run: {message}.", text=text, start=0, field=field) from None
+    except BTQLError as exc:
+        exc.details["field"] = field
+        raise
     finally:
         _sqlite_failure.message = None
 

@@ -27,7 +27,6 @@ from projects.ingest.bulk import bulk_update
 from projects.ingest.services import logs_record_results, spans_lock
 from projects.models import APIKey, Project, Span
 from scoring import scorers
-from scoring.btql.errors import BTQLError
 from scoring.btql.q import evaluated, to_q
 from scoring.engine import is_scoring_span
 from scoring.models import Rule, ScoringRun
@@ -68,14 +67,10 @@ def logs_score(
         spans = [found[row_id] for row_id in dict.fromkeys(ids)]
     else:
         roots = live.filter(is_root=True)
-        try:
+        with evaluated(filter_text, field="filter"):
             if filter_text.strip():
                 roots = roots.filter(to_q(filter_text))
-            with evaluated(filter_text):
-                spans = list(roots.order_by("-created", "-pk")[: limit or settings.SCORING_PAST_LOGS_DEFAULT])
-        except BTQLError as exc:
-            exc.details["field"] = "filter"
-            raise
+            spans = list(roots.order_by("-created", "-pk")[: limit or settings.SCORING_PAST_LOGS_DEFAULT])
     now = timezone.now()
     runs = [
         ScoringRun(project=project, span=span, scorer=ref, scorer_key=scorers.reference_key(ref),

@@ -69,11 +69,15 @@ def test_a_regular_expression_that_runs_out_of_time_is_a_400_not_a_hang(owner, p
     assert score.status_code == 400 and score.json()["error"]["field"] == "filter"
 
 
-def test_a_bad_filter_is_a_400_with_its_position(owner, logged):
-    response = owner.get(f"/v1/project_logs/{logged.pk}/fetch", filter="metadata.model = = 'x'")
-    error = response.json()["error"]
-    assert response.status_code == 400 and error["code"] == "btql_error"
-    assert (error["line"], error["column"]) == (1, 18) and "^" in error["snippet"]
+def test_a_bad_filter_is_a_400_with_its_field_and_position(owner, logged):
+    url = f"/v1/project_logs/{logged.pk}/fetch"
+    for response in (
+        owner.get(url, filter="metadata.model = = 'x'"),
+        owner.post(url, {"filter": "metadata.model = = 'x'"}),
+    ):
+        error = response.json()["error"]
+        assert response.status_code == 400 and error["code"] == "btql_error" and error["field"] == "filter"
+        assert (error["line"], error["column"]) == (1, 18) and "^" in error["snippet"]
 
 
 def test_btql_spans_with_filter_sort_and_limit(owner, logged):
@@ -122,7 +126,7 @@ def test_btql_default_order_is_newest_first(owner, logged):
 def test_btql_errors_point_into_the_query(owner, logged, query, line, column):
     response = btql(owner, query.format(pid=logged.pk))
     error = response.json()["error"]
-    assert response.status_code == 400 and error["code"] == "btql_error", error
+    assert response.status_code == 400 and error["code"] == "btql_error" and error["field"] == "query", error
     assert (error["line"], error["column"]) == (line, column), error
 
 
