@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
 _READ = (
@@ -41,3 +42,18 @@ def test_a_plain_http_public_url_is_trusted_without_secure_cookies():
 
 def test_without_a_public_url_only_the_request_host_is_trusted():
     assert settings_with() == [[], False, False]
+
+
+def test_llm_prices_come_from_the_environment_and_a_bad_value_names_the_setting(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from onlinescore.settings.base import _prices
+
+    monkeypatch.setenv("SCORING_LLM_PRICES", '{"my-model": [1, 2.5]}')
+    assert _prices("SCORING_LLM_PRICES", {"default": (0, 0)}) == {"my-model": (1, 2.5)}
+    monkeypatch.delenv("SCORING_LLM_PRICES")
+    assert _prices("SCORING_LLM_PRICES", {"default": (0, 0)}) == {"default": (0, 0)}
+    for bad in ('{"my-model": 1}', '{"my-model": [1, true]}', '{"m": [1, -2]}', "[1, 2]", "gpt: 1"):
+        monkeypatch.setenv("SCORING_LLM_PRICES", bad)
+        with pytest.raises(ImproperlyConfigured, match="SCORING_LLM_PRICES must be a JSON object"):
+            _prices("SCORING_LLM_PRICES", {})

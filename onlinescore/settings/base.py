@@ -4,6 +4,7 @@ Every variable is documented in docs/operations.md.
 """
 
 import ipaddress
+import json
 import os
 import urllib.parse
 from pathlib import Path
@@ -206,12 +207,41 @@ SCORING_SANDBOX_SCRATCH_MB = _env_number("SCORING_SANDBOX_SCRATCH_MB", 64, int)
 # million tokens (input, output) used for a judge's estimated_cost.
 SCORING_LLM_TIMEOUT = _env_number("SCORING_LLM_TIMEOUT", 30)
 SCORING_LLM_DEFAULT_MODEL = os.environ.get("SCORING_LLM_DEFAULT_MODEL", "gpt-4o-mini")
-SCORING_LLM_PRICES = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1": (2.00, 8.00),
-}
+
+
+def _prices(name: str, default: dict) -> dict:
+    """A JSON object of model: [input price, output price], in dollars per million tokens."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        prices = json.loads(text)
+    except ValueError:
+        prices = None
+    if not isinstance(prices, dict) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(_env_is_amount(p) for p in pair)
+        for pair in prices.values()
+    ):
+        raise ImproperlyConfigured(
+            f"{name} must be a JSON object of model: [input, output] dollars per million tokens, "
+            'such as {"gpt-4o-mini": [0.15, 0.6]}.'
+        )
+    return {model: tuple(pair) for model, pair in prices.items()}
+
+
+def _env_is_amount(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+
+
+SCORING_LLM_PRICES = _prices(
+    "SCORING_LLM_PRICES",
+    {
+        "gpt-4o-mini": (0.15, 0.60),
+        "gpt-4o": (2.50, 10.00),
+        "gpt-4.1-mini": (0.40, 1.60),
+        "gpt-4.1": (2.00, 8.00),
+    },
+)
 
 
 # Networks an organization's LLM endpoint may reach besides public addresses, comma-separated
