@@ -293,6 +293,10 @@ def test_score_past_logs_scores_the_most_recent_matching_logs(page, live_stack):
     expect(dialog.get_by_label("How many logs")).to_have_value("50")
     dialog.get_by_label("BTQL filter clause").fill('metadata.env = "prod"')
     dialog.get_by_label("ExactMatch").check()
+    dialog.get_by_label("How many logs").fill("5000")
+    dialog.get_by_role("button", name="Score").click()
+    expect(dialog.locator("[data-error-for=limit]")).to_contain_text("1000")  # next to its field
+    dialog.get_by_label("How many logs").fill("50")
     dialog.get_by_role("button", name="Score").click()
     progress = dialog.locator("[data-progress-text]")
     expect(progress).to_contain_text("3 of 3 runs finished.", timeout=SCORED_WITHIN_S * 1000)
@@ -370,6 +374,10 @@ def test_a_code_scorer_is_written_tested_and_offered_to_rules(page, live_stack):
     dialog.get_by_label("Code").fill("def handler(output):\n    return (\n")
     dialog.get_by_role("button", name="Save scorer").click()
     expect(dialog.locator("[data-error-for='function_data.data.code']")).to_contain_text("Syntax error")
+    expect(result).to_be_hidden()  # the result was the earlier code's
+    dialog.get_by_role("button", name="Test").click()
+    expect(dialog.locator("[data-error-for='function_data.data.code']")).to_contain_text("Syntax error")
+    expect(result).to_be_hidden()
 
     dialog.get_by_label("Language").select_option("node")
     dialog.get_by_label("Code").fill(

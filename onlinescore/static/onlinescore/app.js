@@ -548,6 +548,8 @@ document.addEventListener("click", async (event) => {
   if (!target.closest("[data-function-test]")) return;
   const form = $("form", functionDialog);
   clearErrors(form);
+  const result = $("[data-function-result]", form);
+  result.hidden = true; // an earlier Test's result is not this one's
   const sample = {};
   for (const name of ["input", "output", "expected", "metadata"]) {
     const text = form.elements[`test_${name}`].value.trim();
@@ -558,7 +560,6 @@ document.addEventListener("click", async (event) => {
       return;
     }
   }
-  const result = $("[data-function-result]", form);
   try {
     await functionSave(form);
     result.hidden = false;
@@ -567,7 +568,7 @@ document.addEventListener("click", async (event) => {
     result.textContent = JSON.stringify(outcome, null, 2);
     result.classList.toggle("error", Boolean(outcome.error));
   } catch (error) {
-    result.hidden = true;
+    result.hidden = true;  // "Running…" until the request failed
     reportError(form, error);
   }
 });
@@ -585,6 +586,7 @@ document.addEventListener("submit", async (event) => {
   if (!form.matches("[data-function-form]")) return;
   event.preventDefault();
   clearErrors(form);
+  $("[data-function-result]", form).hidden = true; // a Test's result of the code before the edits
   try {
     await functionSave(form);
     location.reload();
