@@ -58,3 +58,4 @@ def test_spans_are_read_only_in_the_admin(admin_client, owner, project):
 def test_the_admin_is_branded_and_links_the_api_docs(admin_client):
     page = admin_client.get("/admin/").content.decode()
     assert '<a href="/admin/">onlinescore</a>' in page and 'href="/api/docs/"' in page
+    assert '<link rel="icon" href="data:,">' in page  # no request for a /favicon.ico that is not there
