@@ -130,6 +130,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# How the braintrust SDK sends a float JSON cannot hold (NaN, an infinity): as text.
+_NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
+def _without_non_finite(values: dict) -> dict:
+    """`values` with the SDK's text for NaN and the infinities as null: a score or metric that is
+    no number has nothing to store, and must not cost the rest of the row and its batch."""
+    if not any(type(value) is str and value in _NON_FINITE for value in values.values()):
+        return values
+    return {
+        key: None if type(value) is str and value in _NON_FINITE else value for key, value in values.items()
+    }
+
+
 def document_problem(document: dict[str, Any]) -> str | None:
     """Why a document the server builds from foreign input (a scorer's scores, metadata and
     metrics) would be refused as a row, naming the field; or None. The check every row gets."""
@@ -164,6 +178,7 @@ def _check_document(doc: dict[str, Any], fail) -> None:
     if scores is not None:
         if not isinstance(scores, dict):
             fail("scores must be an object of name: number.", "scores")
+        scores = doc["scores"] = _without_non_finite(scores)
         for key, value in scores.items():
             if value is not None and not (_is_number(value) and 0 <= value <= 1):
                 fail("A score must be a number from 0 to 1, or null.", f"scores.{key}")
@@ -171,6 +186,7 @@ def _check_document(doc: dict[str, Any], fail) -> None:
     if metrics is not None:
         if not isinstance(metrics, dict):
             fail("metrics must be an object of name: number.", "metrics")
+        metrics = doc["metrics"] = _without_non_finite(metrics)
         for key, value in metrics.items():
             if value is not None and not _is_number(value):
                 fail("A metric must be a number or null.", f"metrics.{key}")

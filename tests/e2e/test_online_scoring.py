@@ -378,6 +378,29 @@ def test_a_trace_logged_with_the_sdk_is_scored_within_seconds(stack):
     assert done - logged < 15
 
 
+def test_an_sdk_span_with_an_infinite_metric_or_a_nan_score_is_stored_with_its_batch(stack):
+    """The SDK sends these as text; they are stored as null, and nothing of the batch is lost."""
+    project_id = stack.project("non-finite")
+    rule_create(stack, project_id, "exact", ["ExactMatch"], root=True)
+    spans = stack.sdk_log("non-finite", [
+        {"name": "fast", "output": "4", "expected": "4", "metrics": {"tok_per_s": float("inf")}},
+        {"name": "odd", "output": "4", "expected": "4", "scores": {"human": float("nan")}},
+        {"name": "plain", "output": "4", "expected": "4"},
+    ])  # fmt: skip
+    by_id = {span["id"]: span["name"] for span in spans}
+
+    def scored():
+        events = {by_id[e["id"]]: e for e in stack.fetch_all(project_id) if e["id"] in by_id}
+        return (
+            len(events) == 3
+            and all((e["scores"] or {}).get("ExactMatch") == 1 for e in events.values())
+            and events
+        )
+
+    events = stack.wait_until(scored, timeout=15, interval=0.05)
+    assert events["fast"]["metrics"]["tok_per_s"] is None and events["odd"]["scores"]["human"] is None
+
+
 # --- A span deleted and logged again is a new span ---------------------------------------------
 
 

@@ -153,6 +153,18 @@ def test_xact_ids_grow_with_each_write(owner, project):
 # --- "span ended" ------------------------------------------------------------------------
 
 
+def test_the_sdks_text_for_nan_and_infinities_in_scores_and_metrics_is_stored_as_null(owner, project):
+    """The SDK sends a float JSON cannot hold as "NaN", "Infinity" or "-Infinity": not a number
+    to store, and not a reason to refuse the row and its batch. Elsewhere it is text, as sent."""
+    insert(owner, project, start("a", scores={"s": "NaN", "t": 0.5}, metadata={"rate": "Infinity"},
+                                 metrics={"start": 1.0, "tok_per_s": "Infinity", "delta": "-Infinity"}))  # fmt: skip
+    span = stored(project, "a")
+    assert span.scores == {"s": None, "t": 0.5} and span.metadata == {"rate": "Infinity"}
+    assert span.metrics == {"start": 1.0, "tok_per_s": None, "delta": None}
+    response = owner.post("/logs3", {"rows": [start("b", metrics={"x": "nan"})], "api_version": 2})
+    assert response.status_code == 400 and response.json()["error"]["field"] == "metrics.x"
+
+
 def test_a_span_ends_when_metrics_end_first_appears(owner, project, ended):
     insert(owner, project, start("a", input="q"))
     assert ended == [] and stored(project, "a").ended_at is None
