@@ -26,6 +26,7 @@ urlpatterns = [
         views.RuleErrorsPage.as_view(),
         name="rule_errors",
     ),
+    path("app/<str:organization>/object", views.SpanPermalink.as_view(), name="permalink"),
     path("projects/<uuid:project_id>/scorers/", views.ScorersPage.as_view(), name="scorers"),
     path("projects/<uuid:project_id>/monitor/", views.MonitorPage.as_view(), name="monitor"),
 ]

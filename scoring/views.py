@@ -3,8 +3,13 @@ monitor. Pages read through the selectors; every write (create a rule, score log
 or a scorer) goes from the page's script to the JSON API, so the UI and the API share one
 validation and one permission check."""
 
+import uuid
+
+from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import Http404
+from django.shortcuts import redirect
 from django.utils import timezone
+from django.views import View
 
 from onlinescore.exceptions import ApplicationError, NotFound
 from projects.views import ProjectPage
@@ -78,6 +83,23 @@ class TracePage(ScorerPickerMixin, ProjectPage):
         for run in state["manual_runs"] + [run for rule in state["rules"] for run in rule["runs"]]:
             run["label"] = self.label(run["scorer"])
         return super().get_context_data(spans=spans, selected=selected, state=state, **context, **kwargs)
+
+
+class SpanPermalink(LoginRequiredMixin, View):
+    """Where the SDK's `span.permalink()` points, as Braintrust's app does:
+    /app/<organization>/object?object_type=project_logs&object_id=<project id>&id=<row id>.
+    It leads to the span in its trace, whose page checks who may read it."""
+
+    def get(self, request, organization):
+        params = request.GET
+        project_id, row_id = params.get("object_id", ""), params.get("id", "")
+        if params.get("object_type") != "project_logs" or not row_id:
+            raise Http404("Only a link to a span of a project's logs leads somewhere here.")
+        try:
+            uuid.UUID(project_id)
+        except ValueError:
+            raise Http404("No such project.") from None
+        return redirect("trace", project_id=project_id, row_id=row_id)
 
 
 class RulesPage(ScorerPickerMixin, ProjectPage):

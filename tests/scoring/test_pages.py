@@ -396,3 +396,17 @@ def test_the_errors_page_needs_read_on_the_logs(org, project, owner):
     rule = Rule.objects.get(name="r")
     user = member(org, grants=[(project, "project", "read")])
     assert browser(user).get(f"/projects/{project.pk}/online-scoring/{rule.pk}/errors/").status_code == 403
+
+
+def test_the_sdks_permalink_of_a_span_opens_it_in_its_trace(project, owner, owner_user):
+    """span.permalink() in the SDK: /app/<organization>/object?object_type=project_logs&..."""
+    log(owner, project, {"id": "a", "span_attributes": {"name": "answer"}, "metrics": {"start": 1, "end": 2}})
+    link = f"/app/acme/object?object_type=project_logs&object_id={project.pk}&id=a"
+    assert browser().get(link)["Location"].startswith("/accounts/login/?next=")
+    response = browser(owner_user).get(link, follow=True)
+    assert response.redirect_chain == [(f"/projects/{project.pk}/logs/a/", 302)]
+    assert response.status_code == 200 and b"answer" in response.content
+    for wrong in ("object_type=experiment", "object_id=nope&id=a&object_type=project_logs"):
+        assert browser(owner_user).get(f"/app/acme/object?{wrong}").status_code == 404
+    stranger = member(OrganizationFactory(name="other"), role=Membership.Role.OWNER)
+    assert browser(stranger).get(link, follow=True).status_code == 404
