@@ -131,14 +131,19 @@ class LLMEndpointForm(forms.ModelForm):
         model = LLMEndpoint
         fields = ["organization", "base_url", "default_model"]
 
-    def clean_base_url(self):
-        """Checked by the same service as the API: the host is one endpoints may reach."""
-        base_url = self.cleaned_data["base_url"]
-        try:
-            services.llm_endpoint_check(base_url)
-        except ValidationError as exc:
-            raise forms.ValidationError(exc.message) from None
-        return base_url
+    def clean(self):
+        """Checked by the same service as the API: the host is one endpoints may reach, and the
+        stored key is given again with a new address."""
+        data = super().clean()
+        organization = self.instance.organization if self.instance.pk else data.get("organization")
+        if data.get("base_url") and organization:
+            try:
+                services.llm_endpoint_check(
+                    data["base_url"], organization=organization, api_key=data.get("api_key") or None
+                )
+            except ValidationError as exc:
+                self.add_error(exc.details["field"], exc.message)
+        return data
 
 
 @admin.register(LLMEndpoint)

@@ -72,6 +72,16 @@ def test_the_admin_sets_an_endpoint_with_an_encrypted_key_and_keeps_it_when_left
     endpoint.refresh_from_db()
     assert endpoint.default_model == "gpt-5" and llm.decrypt(endpoint.api_key_encrypted) == "sk-secret"
 
+    # A new address needs the key again: the stored one is not sent where it was not set for.
+    moved = {**form, "base_url": "http://127.0.0.1:10/v1", "api_key": ""}
+    response = admin_client.post(f"/admin/scoring/llmendpoint/{org.pk}/change/", moved)
+    assert (
+        response.status_code == 200
+        and "Give the API key again with a new base URL" in response.content.decode()
+    )
+    endpoint.refresh_from_db()
+    assert endpoint.base_url == "http://127.0.0.1:9/v1"
+
 
 def test_the_admin_links_the_web_app_and_the_queues_dashboard(admin_client):
     page = admin_client.get("/admin/").content.decode()

@@ -22,6 +22,7 @@ from django.utils import timezone
 from projects.models import Membership, Span
 from scoring import scorers
 from scoring.models import LLMEndpoint, ScoringRun
+from scoring.scorers import llm
 from tests.conftest import Api, member_key
 from tests.scoring.conftest import log, rule_body
 from tests.support.fake_openai import (  # noqa: F401
@@ -608,6 +609,28 @@ def test_the_endpoints_key_is_stored_encrypted_and_never_returned(owner, org, fa
     stored_key = LLMEndpoint.objects.get(organization=org).api_key_encrypted
     assert ORG_KEY not in stored_key and stored_key
     assert ORG_KEY not in owner.get("/v1/llm_endpoint").content.decode()
+
+
+def test_a_new_base_url_needs_the_key_again_else_the_stored_one_would_go_there(owner, org, fake_openai):  # noqa: F811
+    """Whoever points the endpoint elsewhere gives the key: the stored one is never sent to an
+    address it was not set for. Other changes keep it."""
+    assert (
+        endpoint_put(
+            owner, base_url=fake_openai.url, api_key=ORG_KEY, default_model=DEFAULT_MODEL
+        ).status_code
+        == 200
+    )
+    elsewhere = fake_openai.url.replace("/v1", "/other/v1")
+    response = endpoint_put(owner, base_url=elsewhere, default_model=DEFAULT_MODEL)
+    assert response.status_code == 400 and response.json()["error"]["field"] == "api_key"
+    assert LLMEndpoint.objects.get(organization=org).base_url == fake_openai.url
+    assert endpoint_put(owner, base_url=fake_openai.url, default_model="gpt-5").status_code == 200
+    assert (
+        endpoint_put(owner, base_url=elsewhere, api_key="sk-new", default_model=DEFAULT_MODEL).status_code
+        == 200
+    )
+    endpoint = LLMEndpoint.objects.get(organization=org)
+    assert endpoint.base_url == elsewhere and llm.decrypt(endpoint.api_key_encrypted) == "sk-new"
 
 
 def test_only_owners_can_see_or_set_the_endpoint(org, fake_openai):  # noqa: F811
