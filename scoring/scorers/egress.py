@@ -14,11 +14,14 @@ when it was saved can resolve to another one later (DNS rebinding).
 """
 
 import ipaddress
+import logging
 import socket
 from functools import lru_cache
 
 import httpx2
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 
 class BlockedAddress(Exception):
@@ -45,20 +48,40 @@ def address(host: str, port: int) -> str:
     for candidate in found:
         if _allowed(candidate):
             return candidate
+    # The addresses go to the server's log, not to the caller: an answer naming them would let
+    # an organization's owner learn what internal names resolve to.
+    logger.warning("LLM endpoint host %s refused: it resolves to %s.", host, ", ".join(found))
     raise BlockedAddress(
-        f"The LLM endpoint's host {host} resolves to {', '.join(found)}, which is not a public "
-        "address. The server's operator can allow such networks with SCORING_LLM_ALLOWED_NETWORKS "
-        "(docs/operations.md)."
+        f"The LLM endpoint's host {host} is not on a public address. The server's operator can "
+        "allow such networks with SCORING_LLM_ALLOWED_NETWORKS (docs/operations.md)."
     )
 
 
 def _allowed(text: str) -> bool:
     ip = ipaddress.ip_address(text.partition("%")[0])  # less an IPv6 zone ("fe80::1%eth0")
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return ip.is_global or any(
-        ip in network for network in _networks(tuple(settings.SCORING_LLM_ALLOWED_NETWORKS))
+    reached = _ipv4_carried(ip) or ip
+    allowed = _networks(tuple(settings.SCORING_LLM_ALLOWED_NETWORKS))
+    return (reached.is_global and ip not in _NAT64_LOCAL) or any(
+        address in network for address in {ip, reached} for network in allowed
     )
+
+
+# IPv6 addresses that lead to an IPv4 address written in them: a private one must not pass as
+# public (Python deems these IPv6 ranges global). NAT64's local-use prefixes place it where the
+# network decides, so they are refused unless allowed.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _ipv4_carried(ip) -> ipaddress.IPv4Address | None:
+    if ip.version == 4:
+        return None
+    if ip.ipv4_mapped or ip.sixtofour:
+        return ip.ipv4_mapped or ip.sixtofour
+    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 @lru_cache(maxsize=8)

@@ -42,15 +42,18 @@ def endpoint_put(api, base_url):
 @pytest.mark.parametrize(
     "host",
     ["127.0.0.1", "169.254.169.254", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "0.0.0.0", "::1",
-     "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254"],
+     "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+     # IPv6 that leads to a private IPv4 address (NAT64, 6to4, IPv4-compatible), and NAT64's
+     # local-use prefix, where the network decides what it leads to.
+     "64:ff9b::a9fe:a9fe", "64:ff9b::10.0.0.5", "2002:a00:5::1", "::10.0.0.5", "64:ff9b:1::808:808"],
 )  # fmt: skip
 def test_loopback_private_link_local_and_shared_addresses_are_refused(host):
-    with pytest.raises(egress.BlockedAddress, match="not a public address.*SCORING_LLM_ALLOWED_NETWORKS"):
+    with pytest.raises(egress.BlockedAddress, match="not on a public address.*SCORING_LLM_ALLOWED_NETWORKS"):
         egress.address(host, 443)
 
 
 @NOTHING
-@pytest.mark.parametrize("host", ["8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize("host", ["8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1"])
 def test_public_addresses_are_allowed(host):
     assert egress.address(host, 443) == host
 
@@ -59,12 +62,14 @@ def test_public_addresses_are_allowed(host):
 def test_the_operators_networks_are_allowed_and_only_those():
     assert egress.address("10.1.2.3", 443) == "10.1.2.3"
     assert egress.address("fd00::1", 443) == "fd00::1"
-    with pytest.raises(egress.BlockedAddress):
-        egress.address("10.1.3.3", 443)
+    assert egress.address("64:ff9b::a01:203", 443) == "64:ff9b::a01:203"  # 10.1.2.3 through NAT64
+    for host in ("10.1.3.3", "64:ff9b::a01:303"):
+        with pytest.raises(egress.BlockedAddress):
+            egress.address(host, 443)
 
 
 @NOTHING
-def test_a_name_connects_to_its_first_allowed_address_and_is_refused_if_none_is(monkeypatch):
+def test_a_name_connects_to_its_first_allowed_address_and_is_refused_if_none_is(monkeypatch, caplog):
     answers = {
         "mixed.example": ["10.0.0.7", "93.184.215.14"],
         "internal.example": ["10.0.0.7", "169.254.169.254"],
@@ -75,9 +80,12 @@ def test_a_name_connects_to_its_first_allowed_address_and_is_refused_if_none_is(
     )  # fmt: skip
     assert egress.address("mixed.example", 443) == "93.184.215.14"
     with pytest.raises(
-        egress.BlockedAddress, match=r"internal\.example resolves to 10\.0\.0\.7, 169\.254\.169\.254"
-    ):
+        egress.BlockedAddress, match=r"internal\.example is not on a public address"
+    ) as refused:
         egress.address("internal.example", 443)
+    # The addresses are the operator's to read, in the log; the caller does not learn them.
+    assert "10.0.0.7" not in str(refused.value)
+    assert "internal.example refused: it resolves to 10.0.0.7, 169.254.169.254." in caplog.text
 
 
 def test_a_bad_network_in_the_environment_stops_the_server_with_the_settings_name(monkeypatch):
@@ -105,7 +113,9 @@ def test_an_endpoint_on_a_refused_address_is_a_400_on_base_url_and_nothing_is_sa
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert error["field"] == "base_url"
-    assert "not a public address" in error["message"] and "SCORING_LLM_ALLOWED_NETWORKS" in error["message"]
+    assert (
+        "not on a public address" in error["message"] and "SCORING_LLM_ALLOWED_NETWORKS" in error["message"]
+    )
     assert not LLMEndpoint.objects.filter(organization=org).exists()
 
 
@@ -139,7 +149,7 @@ def test_the_admin_form_refuses_the_same_addresses_with_the_same_message(admin_c
         },
     )
     assert response.status_code == 200  # the form again, with its error
-    assert "not a public address" in response.content.decode()
+    assert "not on a public address" in response.content.decode()
     assert not LLMEndpoint.objects.exists()
 
 
@@ -148,15 +158,14 @@ def test_the_admin_form_refuses_the_same_addresses_with_the_same_message(admin_c
 
 def test_a_name_that_resolves_elsewhere_after_saving_is_refused_at_connection(owner, org, fake_openai):  # noqa: F811
     """DNS rebinding: saved while its address was allowed, the endpoint is refused when its name
-    later leads to a refused address. The run errors for good (no retry), naming the address,
-    and nothing reaches the server."""
+    later leads to a refused address. The run errors for good (no retry), saying why, and
+    nothing reaches the server."""
     with LOOPBACK:
         assert endpoint_put(owner, f"http://localhost:{fake_openai.port}/v1").status_code == 200
     with NOTHING:
         outcome = scorers.run(scorers.resolve(FACTUALITY, organization=org), SPAN)
     assert not outcome.transient
-    assert "localhost resolves to" in outcome.error and "127.0.0.1" in outcome.error
-    assert "not a public address" in outcome.error
+    assert "localhost is not on a public address" in outcome.error
     assert fake_openai.requests == []
 
 
