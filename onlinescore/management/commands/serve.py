@@ -1,5 +1,6 @@
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,8 +24,23 @@ def web_command(host: str, port: int) -> list[str]:
             "--access-logfile", "-", "--no-control-socket", "--limit-request-line", "8190"]  # fmt: skip
 
 
+def instance_secret_key() -> str:
+    """SECRET_KEY, or else this instance's own: made once, at random, in VAR_DIR, readable by its
+    owner only (settings read it from there), so that the embedded mode never runs with the
+    public development key."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(settings.SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(50))
+    return settings.SECRET_KEY_FILE.read_text().strip()
+
+
 class Command(BaseCommand):
     help = "Migrate, create the first admin and key on first run, then serve the web app and one RQ worker."
+    # Checked in `handle`, once this instance's secret key is in place.
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
@@ -32,6 +48,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, port, host, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        settings.VAR_DIR.chmod(0o700)  # the database, the key, Redis's socket: the owner's alone
+        # Before the first run made the key, this process read none: it takes it now, as its
+        # children will when they start.
+        settings.SECRET_KEY = instance_secret_key()
+        self.check()
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         self._announce(f"http://{host}:{port}", instance_bootstrap())
