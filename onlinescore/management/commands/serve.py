@@ -4,6 +4,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from django.conf import settings
@@ -30,10 +31,15 @@ def instance_secret_key() -> str:
     public development key."""
     if key := os.environ.get("SECRET_KEY"):
         return key
-    with contextlib.suppress(FileExistsError):
-        descriptor = os.open(settings.SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not settings.SECRET_KEY_FILE.exists():
+        # Written whole, then linked into place: a run stopped halfway leaves no empty key, and of
+        # two runs at once the first to link wins.
+        descriptor, written = tempfile.mkstemp(dir=settings.VAR_DIR)  # mode 0600
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_urlsafe(50))
+        with contextlib.suppress(FileExistsError):
+            os.link(written, settings.SECRET_KEY_FILE)
+        os.unlink(written)
     return settings.SECRET_KEY_FILE.read_text().strip()
 
 

@@ -568,7 +568,7 @@ document.addEventListener("click", async (event) => {
     result.textContent = JSON.stringify(outcome, null, 2);
     result.classList.toggle("error", Boolean(outcome.error));
   } catch (error) {
-    result.hidden = true;  // "Running…" until the request failed
+    result.hidden = true; // it said "Running…" until the request failed
     reportError(form, error);
   }
 });
