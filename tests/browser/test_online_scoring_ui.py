@@ -229,18 +229,30 @@ def test_menus_close_on_escape_and_on_a_click_elsewhere(page, live_stack):
     expect(switcher).not_to_have_attribute("open", "")
 
 
-@pytest.mark.parametrize("page_name", ["logs", "online-scoring", "scorers", "monitor", "trace"])
+@pytest.mark.parametrize(
+    "page_name", ["logs", "online-scoring", "scorers", "monitor", "trace", "rule-errors"]
+)
 def test_pages_fit_a_phone_screen(browser, live_stack, page_name):
     """At 390 px wide nothing makes the page wider than the screen: the top bar wraps, the
     columns stack, and wide tables scroll inside their boxes."""
     name = f"phone-ui-{page_name}"
     project_id = project_new(live_stack, name)
-    rule_create(live_stack, project_id, "Exact answers in production", "ExactMatch", "Levenshtein")
-    (root, _) = live_stack.stack.sdk_log(name, [
+    rule = rule_create(live_stack, project_id, "Exact answers in production", "ExactMatch", "Levenshtein")
+    (root, _, _) = live_stack.stack.sdk_log(name, [
         {"name": "a span with a rather long name", "input": "x" * 500, "output": "y", "expected": "y",
          "metadata": {"env": "prod"}, "children": [{"name": "retrieve", "output": "z" * 300}]},
+        {"name": "no expected, so Levenshtein fails", "input": "q", "output": "y" * 200},
     ])  # fmt: skip
-    path = {"logs": "", "trace": f"logs/{root['id']}/"}.get(page_name, f"{page_name}/")
+    path = {
+        "logs": "",
+        "trace": f"logs/{root['id']}/",
+        "rule-errors": f"online-scoring/{rule['id']}/errors/",
+    }.get(page_name, f"{page_name}/")
+    if page_name == "rule-errors":  # with a failed run in its table
+        live_stack.stack.wait_until(
+            lambda: live_stack.stack.api("GET", f"/v1/project_score/{rule['id']}/stats")["errored"],
+            timeout=30,
+        )
     context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=live_stack.url)
     try:
         page = context.new_page()
