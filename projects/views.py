@@ -51,18 +51,15 @@ class ProjectPage(LoginRequiredMixin, TemplateView):
         principal = project and principal_of(request.user, None, project.organization)
         if principal is None:
             raise Http404("No such project.")
+        self.project, self.principal = project, principal
+        # The page's own permission, then whatever else it reads (the rules need read on the
+        # project itself): a refusal is a 403 page.
         try:
             project_check(
                 principal=principal, project=project, object_type=self.object_type, permission=self.permission
             )
-        except Forbidden as error:
-            raise PermissionDenied(error.message) from None
-        self.project, self.principal = project, principal
-        try:
             return super().dispatch(request, *args, **kwargs)
         except Forbidden as error:
-            # A page may read more than the logs (the rules need read on the project itself):
-            # the selectors' refusal is a 403 page, as for the logs.
             raise PermissionDenied(error.message) from None
 
     def get_context_data(self, **kwargs):

@@ -135,11 +135,12 @@ class LLMEndpointForm(forms.ModelForm):
         """Checked by the same service as the API: the host is one endpoints may reach, and the
         stored key is given again with a new address."""
         data = super().clean()
-        organization = self.instance.organization if self.instance.pk else data.get("organization")
-        if data.get("base_url") and organization:
+        if data.get("base_url"):
+            # Before this form's values are put on it, the instance is the endpoint as stored.
+            current = self.instance if self.instance.pk else None
             try:
                 services.llm_endpoint_check(
-                    data["base_url"], organization=organization, api_key=data.get("api_key") or None
+                    data["base_url"], current=current, api_key=data.get("api_key") or None
                 )
             except ValidationError as exc:
                 self.add_error(exc.details["field"], exc.message)

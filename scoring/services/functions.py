@@ -227,8 +227,9 @@ def function_invoke(
 
 def llm_endpoint_set(*, organization, base_url: str, default_model: str, api_key: str | None) -> LLMEndpoint:
     """Set the organization's LLM endpoint; `api_key` None keeps the stored one."""
-    llm_endpoint_check(base_url, organization=organization, api_key=api_key)
-    endpoint = selectors.llm_endpoint_get(organization=organization) or LLMEndpoint(organization=organization)
+    current = selectors.llm_endpoint_get(organization=organization)
+    llm_endpoint_check(base_url, current=current, api_key=api_key)
+    endpoint = current or LLMEndpoint(organization=organization)
     endpoint.base_url, endpoint.default_model = base_url, default_model
     if api_key is not None:
         endpoint.api_key_encrypted = llm.encrypt(api_key)
@@ -236,15 +237,15 @@ def llm_endpoint_set(*, organization, base_url: str, default_model: str, api_key
     return endpoint
 
 
-def llm_endpoint_check(base_url: str, *, organization, api_key: str | None) -> None:
-    """ValidationError if the organization's endpoint may not become this: its host is not one an
-    organization's endpoint may reach, or it would move the stored key (`api_key` None keeps it)
-    to another address, which would then receive it: whoever changes the address gives the key."""
+def llm_endpoint_check(base_url: str, *, current: LLMEndpoint | None, api_key: str | None) -> None:
+    """ValidationError if the organization's endpoint, `current` as stored (None: none yet), may
+    not become this: its host is not one an organization's endpoint may reach, or it would move
+    the stored key (`api_key` None keeps it) to another address, which would then receive it:
+    whoever changes the address gives the key."""
     try:
         egress.check_url(base_url)
     except egress.BlockedAddress as exc:
         raise ValidationError(str(exc), field="base_url") from None
-    current = selectors.llm_endpoint_get(organization=organization)
     if api_key is None and current is not None and current.api_key_encrypted and current.base_url != base_url:
         raise ValidationError(
             "Give the API key again with a new base URL: the stored key is only sent where it was set for.",
